@@ -1,0 +1,130 @@
+"""The contract between a session's Trio shell and its sans-IO protocol core.
+
+A core is a plain object (no I/O, no Trio): the shell feeds it what happened and when, the core appends what to
+send to ``to_client`` / ``to_upstream``, and tells the shell its next deadline. Every ordering rule lives in the
+core; the shell only moves frames. Two cores implement this: the OpenAI translator and the Deepgram pass-through.
+
+Frames are ``str`` (a WebSocket text frame) or ``bytes`` (a binary frame); the opcode is never changed by the
+shell.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+Frame = str | bytes
+
+# RFC 6455 §7.4: codes that must never appear in a Close frame on the wire.
+_UNSENDABLE: frozenset[int] = frozenset({1004, 1005, 1006, 1015})
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+MAX_REASON_BYTES = 123
+
+
+class Close(NamedTuple):
+    """A close frame to send: a sendable code and a reason of at most 123 UTF-8 bytes."""
+
+    code: int
+    reason: str = ""
+
+
+def truncate_reason(reason: str | None) -> str:
+    """Cut a close reason to 123 UTF-8 bytes without splitting a character."""
+    if not reason:
+        return ""
+    data = reason.encode()
+    if len(data) <= MAX_REASON_BYTES:
+        return reason
+    return data[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+def relay_close(code: int | None, reason: str | None) -> Close:
+    """Map a close seen on one leg to a close that can be sent on the other.
+
+    1005 (a close frame without a status) is a normal end and becomes 1000; None or 1006 (the connection dropped
+    without a close frame), 1015 (TLS failure) and anything outside the ranges a peer may send become 1011. Other codes,
+    application codes 4000-4999 included, pass through with their reason.
+    """
+    if code == 1005:
+        return Close(NORMAL, truncate_reason(reason))
+    if code is None:
+        return Close(INTERNAL_ERROR, "")
+    if code in _UNSENDABLE or not (1000 <= code <= 4999) or 1016 <= code <= 2999:
+        return Close(INTERNAL_ERROR, "")
+    return Close(code, truncate_reason(reason))
+
+
+class FailureKind(enum.Enum):
+    CONNECT = "connect"  # refused, unreachable, DNS or TLS failure
+    TIMEOUT = "timeout"  # no answer to the connect or the handshake in time
+    AUTH = "auth"  # the upstream answered the handshake with HTTP 401 or 403
+    HANDSHAKE = "handshake"  # any other non-101 answer
+    CONFIG = "config"  # the route cannot be served as configured (for example no key)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """Why the upstream leg could not be opened. Never carries secrets or addresses: it goes to clients."""
+
+    kind: FailureKind
+    status: int | None = None
+
+    def error(self) -> tuple[str, str]:
+        """The component ``Error`` code and description for this failure (sanitised, client-safe)."""
+        match self.kind:
+            case FailureKind.AUTH:
+                return "upstream_auth_failed", "The upstream service rejected the proxy's credentials."
+            case FailureKind.TIMEOUT:
+                return "upstream_timeout", "The upstream service did not answer in time."
+            case FailureKind.HANDSHAKE:
+                status = f" (HTTP {self.status})" if self.status else ""
+                return "upstream_handshake_failed", f"The upstream service refused the connection{status}."
+            case FailureKind.CONFIG:
+                return "proxy_configuration_error", "This route is not configured on the proxy."
+            case _:
+                return "upstream_connect_failed", "Could not connect to the upstream service."
+
+    def close(self) -> Close:
+        return Close(INTERNAL_ERROR, "Upstream unavailable")
+
+
+class SessionCore(Protocol):
+    """What the Trio shell needs from a protocol core. All methods are synchronous and never block."""
+
+    #: Frames to send to the client, in order. The shell takes and clears this list after every call.
+    to_client: list[Frame]
+    #: Frames to send upstream, in order. The shell takes and clears this list after every call.
+    to_upstream: list[Frame]
+
+    def upstream_opened(self, now: float) -> None:
+        """The upstream handshake completed; frames queued before it may now go out."""
+
+    def client_message(self, message: Frame, now: float) -> None:
+        """One complete message from the client."""
+
+    def upstream_message(self, message: Frame, now: float) -> None:
+        """One complete message from the upstream."""
+
+    def timer_fired(self, now: float) -> None:
+        """Called at or after :meth:`next_deadline`; the core handles every deadline that is due."""
+
+    def next_deadline(self) -> float | None:
+        """The earliest time (same clock as ``now``) at which :meth:`timer_fired` must run, or None."""
+
+    def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
+        """The upstream could not be opened. Returns how to close the client (after sending ``to_client``)."""
+
+    def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        """The upstream closed (``code`` None: the connection dropped). Returns how to close the client."""
+
+    def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        """The client closed (``code`` None: the connection dropped). Returns how to close the upstream."""
+
+    def fatal(self) -> Close | None:
+        """A close the core asks for on both legs (for example after a protocol violation), else None."""

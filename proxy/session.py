@@ -1,0 +1,453 @@
+"""The Trio shell of one proxied conversation: two legs, one sans-IO core, one nursery.
+
+Tasks in the session nursery:
+
+* ``client reader`` and ``upstream reader`` feed every received message to the core;
+* ``client writer`` and ``upstream writer`` drain an :class:`Outbox` each into their WebSocket;
+* ``timer`` sleeps until the core's next deadline and tells the core when it passes;
+* ``keepalive`` pings per leg, and the session's maximum duration.
+
+Feeding the core and queueing its output is synchronous, so frames keep the order the core produced them in, on
+each leg, whatever task produced them. Readers wait while an outbox is above its high-water mark, so a slow peer
+slows the other side down instead of growing a queue (backpressure), and a peer that stops reading altogether is
+cut off after ``send_timeout_s``.
+
+The first leg to end decides the closes (via the core), the writers flush what is queued and send their close
+frames, and then everything left is cancelled. Closing is shielded and bounded in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from .config import Limits
+from .core import (
+    INTERNAL_ERROR,
+    NORMAL,
+    Close,
+    FailureKind,
+    Frame,
+    SessionCore,
+    UpstreamFailure,
+)
+from .protocol import component
+
+log = logging.getLogger("proxy.session")
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context()
+    return _ssl_context
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where and how to open a session's upstream leg. ``headers`` may carry a key: never log them."""
+
+    url: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    subprotocols: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"UpstreamTarget(url={self.url!r})"
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters the server aggregates into /metrics. Updated in place; plain ints (one task at a time)."""
+
+    client_frames: int = 0
+    upstream_frames: int = 0
+    to_client_frames: int = 0
+    to_upstream_frames: int = 0
+    upstream_failures: dict[str, int] = field(default_factory=dict)
+
+
+class Outbox:
+    """An ordered, bounded queue of frames for one leg's writer.
+
+    ``extend`` never blocks (the core's output must be queued in order, synchronously); producers call
+    :meth:`wait_writable` before taking more input, which keeps the queue within its high-water mark plus the
+    output of one input message.
+    """
+
+    __slots__ = ("_bytes", "_close", "_frames", "_max_bytes", "_max_frames", "_reader_lot", "_writer_lot")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self._frames: deque[Frame] = deque()
+        self._bytes = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._close: Close | None = None
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._reader_lot = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def extend(self, frames: list[Frame]) -> None:
+        if self._close is not None:
+            return  # the leg is closing: nothing more goes out
+        self._frames.extend(frames)
+        for frame in frames:
+            self._bytes += len(frame)
+        self._writer_lot.unpark_all()
+
+    def close_with(self, close: Close) -> None:
+        """Queue the final close; frames queued before it are still sent."""
+        if self._close is None:
+            self._close = close
+            self._writer_lot.unpark_all()
+
+    def writable(self) -> bool:
+        return len(self._frames) < self._max_frames and self._bytes < self._max_bytes
+
+    async def wait_writable(self) -> None:
+        while not self.writable():
+            await self._reader_lot.park()
+
+    async def next(self) -> Frame | Close:
+        """The next frame to send, or the final Close once everything before it is sent."""
+        while True:
+            if self._frames:
+                frame = self._frames.popleft()
+                self._bytes -= len(frame)
+                if self._reader_lot and self.writable():
+                    self._reader_lot.unpark_all()
+                return frame
+            if self._close is not None:
+                return self._close
+            await self._writer_lot.park()
+
+
+class _SessionEnded(Exception):
+    pass
+
+
+class Session:
+    """One client connection and its upstream. Create, then ``await run()``; it returns when both legs are closed."""
+
+    def __init__(
+        self,
+        client: WebSocketConnection,
+        core: SessionCore,
+        target: UpstreamTarget | UpstreamFailure,
+        limits: Limits,
+        *,
+        label: str = "session",
+        stats: SessionStats | None = None,
+    ) -> None:
+        self._client = client
+        self._core = core
+        self._target = target
+        self._limits = limits
+        self._label = label
+        self.stats = stats if stats is not None else SessionStats()
+        self._upstream: WebSocketConnection | None = None
+        self._to_client = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
+        self._to_upstream = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._ending = False
+        self._upstream_writer_started = False
+        self._writers_done = 0
+        self._writers_expected = 1
+        self._all_written = trio.Event()
+        #: How the session ended, for logs and metrics: (client close, upstream close).
+        self.closes: tuple[Close | None, Close | None] = (None, None)
+
+    # -- feeding the core ---------------------------------------------------------------------------------------
+
+    def _feed(self, step: Callable[[float], None]) -> None:
+        core = self._core
+        step(trio.current_time())
+        if core.to_client:
+            frames, core.to_client = core.to_client, []
+            self.stats.to_client_frames += len(frames)
+            self._to_client.extend(frames)
+        if core.to_upstream:
+            frames, core.to_upstream = core.to_upstream, []
+            self.stats.to_upstream_frames += len(frames)
+            self._to_upstream.extend(frames)
+        if self._timer_scope is not None:
+            deadline = core.next_deadline()
+            self._timer_scope.deadline = math.inf if deadline is None else deadline
+        fatal = core.fatal()
+        if fatal is not None:
+            self._end(fatal, fatal)
+
+    def _end(self, client_close: Close | None, upstream_close: Close | None) -> None:
+        """Start closing: queue the closes behind what is already queued, and bound how long that may take."""
+        if self._ending:
+            return
+        self._ending = True
+        self.closes = (client_close, upstream_close)
+        self._to_client.close_with(client_close or Close(NORMAL))
+        if self._upstream_writer_started:
+            self._to_upstream.close_with(upstream_close or Close(NORMAL))
+        assert self._nursery is not None
+        self._nursery.cancel_scope.deadline = min(
+            self._nursery.cancel_scope.deadline, trio.current_time() + self._limits.close_timeout_s
+        )
+
+    def request_close(self, close: Close) -> None:
+        """Close both legs with ``close`` (for example 1001 when the server drains)."""
+        if self._nursery is not None:
+            self._end(close, close)
+
+    def _writer_finished(self) -> None:
+        self._writers_done += 1
+        if self._writers_done >= self._writers_expected and self._ending:
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._client_writer)
+                nursery.start_soon(self._upstream_leg)
+                nursery.start_soon(self._timer)
+                nursery.start_soon(self._max_duration)
+                if self._limits.ping_interval_s > 0:
+                    nursery.start_soon(self._keepalive, self._client, "client")
+                await self._client_reader()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(self._limits.close_timeout_s):
+                await self._close_leftovers()
+
+    async def _close_leftovers(self) -> None:
+        client_close, upstream_close = self.closes
+        if self._upstream is not None and self._upstream.closed is None:
+            close = upstream_close or Close(INTERNAL_ERROR)
+            await self._upstream.aclose(close.code, close.reason)
+        if self._client.closed is None:
+            close = client_close or Close(INTERNAL_ERROR)
+            await self._client.aclose(close.code, close.reason)
+
+    async def _client_reader(self) -> None:
+        client, core = self._client, self._core
+        to_client, to_upstream = self._to_client, self._to_upstream
+        while True:
+            if not to_upstream.writable():
+                await to_upstream.wait_writable()
+            if not to_client.writable():
+                await to_client.wait_writable()
+            try:
+                message = await client.get_message()
+            except ConnectionClosed as exc:
+                if not self._ending:
+                    code, reason = _close_of(exc)
+                    upstream_close: list[Close] = []
+                    self._feed(lambda now: upstream_close.append(core.client_closed(code, reason, now)))
+                    self._end(None, upstream_close[0])
+                # The session continues until the writers have flushed and closed (bounded by close_timeout_s).
+                await trio.sleep_forever()
+                return
+            if self._ending:
+                continue
+            self.stats.client_frames += 1
+            core.client_message(message, trio.current_time())
+            self._feed(_no_step)
+
+    async def _client_writer(self) -> None:
+        await self._writer(self._client, self._to_client)
+
+    async def _upstream_writer(self, upstream: WebSocketConnection) -> None:
+        await self._writer(upstream, self._to_upstream)
+
+    async def _writer(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+        send_timeout = self._limits.send_timeout_s
+        try:
+            while True:
+                item = await outbox.next()
+                if isinstance(item, Close):
+                    with trio.move_on_after(self._limits.close_timeout_s):
+                        await ws.aclose(item.code, item.reason)
+                    return
+                with trio.fail_after(send_timeout):
+                    await ws.send_message(item)
+        except ConnectionClosed:
+            pass  # the peer is gone; its reader reports how
+        except trio.TooSlowError:
+            log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
+            self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+        finally:
+            self._writer_finished()
+
+    async def _upstream_leg(self) -> None:
+        core = self._core
+        target = self._target
+        if isinstance(target, UpstreamFailure):
+            self._upstream_failed(target)
+            return
+        failure: UpstreamFailure | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                upstream = await self._connect(nursery, target)
+                if upstream is None:
+                    return
+                self._upstream = upstream
+                if self._ending:
+                    return
+                self._writers_expected = 2
+                self._upstream_writer_started = True
+                nursery.start_soon(self._upstream_writer, upstream)
+                if self._limits.ping_interval_s > 0:
+                    nursery.start_soon(self._keepalive, upstream, "upstream")
+                self._feed(core.upstream_opened)
+                await self._upstream_reader(upstream)
+                nursery.cancel_scope.cancel()
+        except* ConnectionRejected as group:
+            rejected = group.exceptions[0]
+            assert isinstance(rejected, ConnectionRejected)
+            status = rejected.status_code
+            kind = FailureKind.AUTH if status in (401, 403) else FailureKind.HANDSHAKE
+            failure = UpstreamFailure(kind, status)
+        except* (OSError, trio.BrokenResourceError, ssl.SSLError):
+            failure = UpstreamFailure(FailureKind.CONNECT)
+        except* trio.TooSlowError:
+            failure = UpstreamFailure(FailureKind.TIMEOUT)
+        if failure is not None and not self._ending:
+            self._upstream_failed(failure)
+
+    def _upstream_failed(self, failure: UpstreamFailure) -> None:
+        code, _ = failure.error()
+        self.stats.upstream_failures[code] = self.stats.upstream_failures.get(code, 0) + 1
+        log.warning("%s: upstream unavailable (%s)", self._label, code)
+        close: list[Close] = []
+        self._feed(lambda now: close.append(self._core.upstream_failed(failure, now)))
+        self._end(close[0], None)
+
+    async def _connect(self, nursery: trio.Nursery, target: UpstreamTarget) -> WebSocketConnection | None:
+        """Open the upstream WebSocket. The TCP stream is closed on any failure or cancellation, so a client that
+        leaves mid-handshake never leaves an upstream session behind."""
+        parts = urlsplit(target.url)
+        tls = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if tls else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = host if parts.port is None else f"{host}:{port}"
+        limits = self._limits
+        with trio.fail_after(limits.upstream_connect_timeout_s):
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = await trio.open_tcp_stream(host, port)
+            try:
+                if tls:
+                    stream = trio.SSLStream(
+                        stream, _default_ssl_context(), server_hostname=host, https_compatible=True
+                    )
+                    await stream.do_handshake()
+                return await wrap_client_stream(
+                    nursery,
+                    stream,
+                    host_header,
+                    resource,
+                    subprotocols=list(target.subprotocols) or None,
+                    extra_headers=list(target.headers),
+                    message_queue_size=limits.upstream_message_queue,
+                    max_message_size=limits.upstream_max_message_bytes,
+                    receive_buffer_size=None,
+                )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+
+    async def _upstream_reader(self, upstream: WebSocketConnection) -> None:
+        core = self._core
+        to_client = self._to_client
+        while True:
+            if not to_client.writable():
+                await to_client.wait_writable()
+            try:
+                message = await upstream.get_message()
+            except ConnectionClosed as exc:
+                if not self._ending:
+                    code, reason = _close_of(exc)
+                    client_close: list[Close] = []
+                    self._feed(lambda now: client_close.append(core.upstream_closed(code, reason, now)))
+                    self._end(client_close[0], None)
+                return
+            if self._ending:
+                continue
+            self.stats.upstream_frames += 1
+            core.upstream_message(message, trio.current_time())
+            self._feed(_no_step)
+
+    async def _timer(self) -> None:
+        core = self._core
+        while True:
+            deadline = core.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            if not self._ending:
+                self._feed(core.timer_fired)
+
+    async def _max_duration(self) -> None:
+        await trio.sleep(self._limits.max_session_s)
+        if self._ending:
+            return
+        log.info("%s: maximum session duration reached", self._label)
+        self._to_client.extend(
+            [
+                component.encode(
+                    component.Error(
+                        description="The session reached the proxy's maximum duration.",
+                        code="session_max_duration",
+                    )
+                )
+            ]
+        )
+        self._end(Close(NORMAL, "Maximum session duration"), Close(NORMAL))
+
+    async def _keepalive(self, ws: WebSocketConnection, leg: str) -> None:
+        limits = self._limits
+        while True:
+            await trio.sleep(limits.ping_interval_s)
+            try:
+                with trio.fail_after(limits.ping_timeout_s):
+                    await ws.ping()
+            except ConnectionClosed:
+                return
+            except trio.TooSlowError:
+                log.warning("%s: %s did not answer a ping within %.0f s", self._label, leg, limits.ping_timeout_s)
+                if leg == "client":
+                    self._end(Close(INTERNAL_ERROR, "Ping timeout"), Close(NORMAL))
+                else:
+                    self._end(Close(INTERNAL_ERROR, "Upstream ping timeout"), Close(INTERNAL_ERROR))
+                return
+
+
+def _no_step(now: float) -> None:
+    return None
+
+
+def _close_of(exc: ConnectionClosed) -> tuple[int | None, str | None]:
+    reason = exc.reason
+    if reason is None:
+        return None, None
+    return reason.code, reason.reason
+
