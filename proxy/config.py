@@ -94,9 +94,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
-    openai: Upstream = field(
-        default_factory=lambda: Upstream(OPENAI_DEFAULT_URL, None, UpstreamSource.SIMULATOR)
-    )
+    openai: Upstream = field(default_factory=lambda: Upstream(OPENAI_DEFAULT_URL, None, UpstreamSource.SIMULATOR))
     deepgram_agent: Upstream = field(
         default_factory=lambda: Upstream(DEEPGRAM_AGENT_DEFAULT_URL, None, UpstreamSource.SIMULATOR)
     )

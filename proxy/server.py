@@ -269,6 +269,7 @@ class ProxyServer:
             if handshake.cancelled_caught:
                 nursery.cancel_scope.cancel()
                 return
+            assert isinstance(decision, RouteDecision)
             label = f"{route_name} {connection_id}"
             stats = SessionStats()
             session = Session(client, decision.core, decision.target, limits, label=label, stats=stats)

@@ -22,7 +22,7 @@ import logging
 import math
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -79,6 +79,45 @@ class SessionStats:
     to_client_frames: int = 0
     to_upstream_frames: int = 0
     upstream_failures: dict[str, int] = field(default_factory=dict)
+
+
+Connector = Callable[[trio.Nursery, UpstreamTarget, Limits], Awaitable[WebSocketConnection]]
+
+
+async def tcp_connector(nursery: trio.Nursery, target: UpstreamTarget, limits: Limits) -> WebSocketConnection:
+    """Open the upstream WebSocket over TCP (TLS for wss://), bounded by the connect timeout.
+
+    trio-websocket's URL helpers leave the TCP connection open when cancelled mid-handshake; here the stream is
+    closed on any failure or cancellation, so a client that leaves early never leaves an upstream session behind.
+    Handshake rejections surface as ``ConnectionRejected`` from the connection's reader task in ``nursery``.
+    """
+    parts = urlsplit(target.url)
+    tls = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = host if parts.port is None else f"{host}:{port}"
+    with trio.fail_after(limits.upstream_connect_timeout_s):
+        tcp = await trio.open_tcp_stream(host, port)
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+        try:
+            if tls:
+                stream = trio.SSLStream(tcp, _default_ssl_context(), server_hostname=host, https_compatible=True)
+                await stream.do_handshake()
+            return await wrap_client_stream(
+                nursery,
+                stream,
+                host_header,
+                resource,
+                subprotocols=list(target.subprotocols) or None,
+                extra_headers=list(target.headers),
+                message_queue_size=limits.upstream_message_queue,
+                max_message_size=limits.upstream_max_message_bytes,
+                receive_buffer_size=None,
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
 
 
 class Outbox:
@@ -154,6 +193,7 @@ class Session:
         *,
         label: str = "session",
         stats: SessionStats | None = None,
+        connector: Connector | None = None,
     ) -> None:
         self._client = client
         self._core = core
@@ -161,6 +201,7 @@ class Session:
         self._limits = limits
         self._label = label
         self.stats = stats if stats is not None else SessionStats()
+        self._connector = connector if connector is not None else tcp_connector
         self._upstream: WebSocketConnection | None = None
         self._to_client = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
         self._to_upstream = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
@@ -170,7 +211,8 @@ class Session:
         self._upstream_writer_started = False
         self._writers_done = 0
         self._writers_expected = 1
-        self._all_written = trio.Event()
+        #: Legs whose send was cut off mid-frame: they can only be aborted, never closed gracefully.
+        self._broken: set[WebSocketConnection] = set()
         #: How the session ended, for logs and metrics: (client close, upstream close).
         self.closes: tuple[Close | None, Close | None] = (None, None)
 
@@ -193,6 +235,14 @@ class Session:
         fatal = core.fatal()
         if fatal is not None:
             self._end(fatal, fatal)
+
+    def _feed_close(
+        self, closed: Callable[[int | None, str | None, float], Close], code: int | None, reason: str | None
+    ) -> Close:
+        """Tell the core a leg closed; returns the close it wants on the other leg."""
+        result: list[Close] = []
+        self._feed(lambda now: result.append(closed(code, reason, now)))
+        return result[0]
 
     def _end(self, client_close: Close | None, upstream_close: Close | None) -> None:
         """Start closing: queue the closes behind what is already queued, and bound how long that may take."""
@@ -238,12 +288,16 @@ class Session:
 
     async def _close_leftovers(self) -> None:
         client_close, upstream_close = self.closes
-        if self._upstream is not None and self._upstream.closed is None:
-            close = upstream_close or Close(INTERNAL_ERROR)
-            await self._upstream.aclose(close.code, close.reason)
-        if self._client.closed is None:
-            close = client_close or Close(INTERNAL_ERROR)
-            await self._client.aclose(close.code, close.reason)
+        for ws, close in ((self._upstream, upstream_close), (self._client, client_close)):
+            if ws is None:
+                continue
+            if ws in self._broken:
+                # A frame was cut off mid-send: a close frame now would corrupt the stream, so abort the
+                # connection. trio-websocket has no public abort, hence the private stream.
+                await trio.aclose_forcefully(ws._stream)
+            elif ws.closed is None:
+                close = close or Close(INTERNAL_ERROR)
+                await ws.aclose(close.code, close.reason)
 
     async def _client_reader(self) -> None:
         client, core = self._client, self._core
@@ -258,12 +312,9 @@ class Session:
             except ConnectionClosed as exc:
                 if not self._ending:
                     code, reason = _close_of(exc)
-                    upstream_close: list[Close] = []
-                    self._feed(lambda now: upstream_close.append(core.client_closed(code, reason, now)))
-                    self._end(None, upstream_close[0])
+                    self._end(None, self._feed_close(core.client_closed, code, reason))
                 # The session continues until the writers have flushed and closed (bounded by close_timeout_s).
                 await trio.sleep_forever()
-                return
             if self._ending:
                 continue
             self.stats.client_frames += 1
@@ -290,10 +341,9 @@ class Session:
         except ConnectionClosed:
             pass  # the peer is gone; its reader reports how
         except trio.TooSlowError:
+            self._broken.add(ws)
             log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
             self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
-            assert self._nursery is not None
-            self._nursery.cancel_scope.cancel()
         finally:
             self._writer_finished()
 
@@ -306,9 +356,7 @@ class Session:
         failure: UpstreamFailure | None = None
         try:
             async with trio.open_nursery() as nursery:
-                upstream = await self._connect(nursery, target)
-                if upstream is None:
-                    return
+                upstream = await self._connector(nursery, target, self._limits)
                 self._upstream = upstream
                 if self._ending:
                     return
@@ -337,42 +385,7 @@ class Session:
         code, _ = failure.error()
         self.stats.upstream_failures[code] = self.stats.upstream_failures.get(code, 0) + 1
         log.warning("%s: upstream unavailable (%s)", self._label, code)
-        close: list[Close] = []
-        self._feed(lambda now: close.append(self._core.upstream_failed(failure, now)))
-        self._end(close[0], None)
-
-    async def _connect(self, nursery: trio.Nursery, target: UpstreamTarget) -> WebSocketConnection | None:
-        """Open the upstream WebSocket. The TCP stream is closed on any failure or cancellation, so a client that
-        leaves mid-handshake never leaves an upstream session behind."""
-        parts = urlsplit(target.url)
-        tls = parts.scheme == "wss"
-        host = parts.hostname or ""
-        port = parts.port or (443 if tls else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = host if parts.port is None else f"{host}:{port}"
-        limits = self._limits
-        with trio.fail_after(limits.upstream_connect_timeout_s):
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = await trio.open_tcp_stream(host, port)
-            try:
-                if tls:
-                    stream = trio.SSLStream(
-                        stream, _default_ssl_context(), server_hostname=host, https_compatible=True
-                    )
-                    await stream.do_handshake()
-                return await wrap_client_stream(
-                    nursery,
-                    stream,
-                    host_header,
-                    resource,
-                    subprotocols=list(target.subprotocols) or None,
-                    extra_headers=list(target.headers),
-                    message_queue_size=limits.upstream_message_queue,
-                    max_message_size=limits.upstream_max_message_bytes,
-                    receive_buffer_size=None,
-                )
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
+        self._end(self._feed_close(lambda _c, _r, now: self._core.upstream_failed(failure, now), None, None), None)
 
     async def _upstream_reader(self, upstream: WebSocketConnection) -> None:
         core = self._core
@@ -385,9 +398,7 @@ class Session:
             except ConnectionClosed as exc:
                 if not self._ending:
                     code, reason = _close_of(exc)
-                    client_close: list[Close] = []
-                    self._feed(lambda now: client_close.append(core.upstream_closed(code, reason, now)))
-                    self._end(client_close[0], None)
+                    self._end(self._feed_close(core.upstream_closed, code, reason), None)
                 return
             if self._ending:
                 continue
@@ -450,4 +461,3 @@ def _close_of(exc: ConnectionClosed) -> tuple[int | None, str | None]:
     if reason is None:
         return None, None
     return reason.code, reason.reason
-

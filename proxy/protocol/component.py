@@ -128,7 +128,7 @@ class Error(msgspec.Struct, tag="Error", tag_field="type"):
     code: str
 
 
-class Warning(msgspec.Struct, tag="Warning", tag_field="type"):  # noqa: A001 - protocol name
+class Warning(msgspec.Struct, tag="Warning", tag_field="type"):
     description: str
     code: str
 

@@ -11,6 +11,7 @@ Client events (proxy -> upstream) are encoded strictly; the tests validate each 
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Final
 
 import msgspec
@@ -368,8 +369,7 @@ ServerEvent = (
 )
 
 SERVER_EVENT_TYPES: Final[frozenset[str]] = frozenset(
-    cls.__struct_config__.tag  # type: ignore[misc]
-    for cls in ServerEvent.__args__  # type: ignore[attr-defined]
+    str(cls.__struct_config__.tag) for cls in typing.get_args(ServerEvent)
 )
 
 
@@ -390,7 +390,7 @@ _unknown_decoder: Final = msgspec.json.Decoder(UnknownEvent)
 def decode_server_event(data: str | bytes) -> ServerEvent | UnknownEvent:
     """Decode one upstream frame. Raises :class:`MalformedEvent` for non-JSON or mistyped known events."""
     try:
-        return _server_decoder.decode(data)
+        event: ServerEvent = _server_decoder.decode(data)
     except msgspec.ValidationError as exc:
         try:
             unknown = _unknown_decoder.decode(data)
@@ -401,6 +401,7 @@ def decode_server_event(data: str | bytes) -> ServerEvent | UnknownEvent:
         return unknown
     except msgspec.DecodeError as exc:
         raise MalformedEvent("upstream frame is not valid JSON") from exc
+    return event
 
 
 # ---------------------------------------------------------------------------------------------------------------

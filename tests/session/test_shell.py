@@ -1,0 +1,191 @@
+"""The Trio session shell, driven end to end over in-memory WebSockets with a minimal relay core.
+
+These tests pin the shell's own guarantees (ordering, close propagation, bounded waits, teardown) independently of
+any protocol: the core here only relays frames and queues them until the upstream is open.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from proxy.config import Limits
+from proxy.core import Close, Frame, UpstreamFailure, relay_close
+from tests.wsmem import FakeUpstream, running_session
+
+
+class RelayCore:
+    """The smallest useful core: relay both ways, queue client frames until the upstream is open."""
+
+    def __init__(self) -> None:
+        self.to_client: list[Frame] = []
+        self.to_upstream: list[Frame] = []
+        self._queue: list[Frame] = []
+        self._open = False
+
+    def upstream_opened(self, now: float) -> None:
+        self._open = True
+        self.to_upstream += self._queue
+        self._queue = []
+
+    def client_message(self, message: Frame, now: float) -> None:
+        (self.to_upstream if self._open else self._queue).append(message)
+
+    def upstream_message(self, message: Frame, now: float) -> None:
+        self.to_client.append(message)
+
+    def timer_fired(self, now: float) -> None:
+        pass
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
+        code, description = failure.error()
+        self.to_client.append(json.dumps({"type": "Error", "description": description, "code": code}))
+        return failure.close()
+
+    def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        return relay_close(code, reason)
+
+    def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        return relay_close(code, reason)
+
+    def fatal(self) -> Close | None:
+        return None
+
+
+async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None]:
+    """Read until the connection closes; return the close code and reason it saw."""
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await ws.get_message()
+    reason = info.value.reason
+    assert reason is not None
+    return reason.code, reason.reason
+
+
+async def test_frames_keep_order_and_opcode_both_ways() -> None:
+    async with running_session(RelayCore()) as (browser, upstream, _session, _done):
+        sent: list[Frame] = ["a", b"\x00\x01", "b", b"", "c"]
+        for frame in sent:
+            await browser.send_message(frame)
+        up = await upstream.next()
+        assert [await up.get_message() for _ in sent] == sent
+        for frame in reversed(sent):
+            await up.send_message(frame)
+        assert [await browser.get_message() for _ in sent] == list(reversed(sent))
+        await browser.aclose()
+
+
+async def test_client_frames_sent_before_upstream_opens_are_delivered_in_order() -> None:
+    hold = trio.Event()
+    async with running_session(RelayCore(), upstream=FakeUpstream(hold=hold)) as (browser, upstream, _s, _d):
+        for i in range(5):
+            await browser.send_message(f"early {i}")
+        await trio.testing.wait_all_tasks_blocked()
+        hold.set()
+        up = await upstream.next()
+        assert [await up.get_message() for _ in range(5)] == [f"early {i}" for i in range(5)]
+        await browser.aclose()
+
+
+async def test_upstream_close_code_and_reason_reach_the_client() -> None:
+    async with running_session(RelayCore()) as (browser, upstream, session, _done):
+        up = await upstream.next()
+        await up.aclose(4001, "bye")
+        assert await closed_with(browser) == (4001, "bye")
+    assert session.closes[0] == Close(4001, "bye")
+
+
+async def test_client_close_code_and_reason_reach_the_upstream() -> None:
+    async with running_session(RelayCore()) as (browser, upstream, _session, _done):
+        up = await upstream.next()
+        await browser.aclose(1000, "Closed by client")
+        assert await closed_with(up) == (1000, "Closed by client")
+
+
+async def test_early_client_close_cancels_the_upstream_connect(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeUpstream(hold=trio.Event())
+    async with running_session(RelayCore(), upstream=fake) as (browser, _up, _session, done):
+        await browser.send_message('{"type":"Settings"}')
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.connections == 1
+        await browser.aclose()
+        await done.wait()
+    assert fake.live == 0, "the upstream stream must be closed when the client leaves mid-handshake"
+
+
+async def test_upstream_that_never_answers_times_out_at_the_connect_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = Limits(ping_interval_s=0, upstream_connect_timeout_s=10.0)
+    fake = FakeUpstream(hold=trio.Event())
+    start = trio.current_time()
+    async with running_session(RelayCore(), limits=limits, upstream=fake) as (browser, _up, _session, _done):
+        error = json.loads(await browser.get_message())
+        assert trio.current_time() - start == pytest.approx(10.0)
+        assert error["code"] == "upstream_timeout"
+        assert await closed_with(browser) == (1011, "Upstream unavailable")
+    assert fake.live == 0
+
+
+async def test_upstream_auth_rejection_becomes_an_error_and_1011() -> None:
+    async with running_session(RelayCore(), upstream=FakeUpstream(reject=401)) as (browser, _up, _session, _d):
+        error = json.loads(await browser.get_message())
+        assert error["code"] == "upstream_auth_failed"
+        assert "401" not in error["description"] or "credentials" in error["description"]
+        assert await closed_with(browser) == (1011, "Upstream unavailable")
+
+
+async def test_other_handshake_statuses_are_reported_generically() -> None:
+    async with running_session(RelayCore(), upstream=FakeUpstream(reject=503)) as (browser, _up, _session, _d):
+        error = json.loads(await browser.get_message())
+        assert error["code"] == "upstream_handshake_failed"
+        assert await closed_with(browser) == (1011, "Upstream unavailable")
+
+
+async def test_session_ends_at_the_maximum_duration(autojump_clock: trio.testing.MockClock) -> None:
+    limits = Limits(ping_interval_s=0, max_session_s=300.0)
+    start = trio.current_time()
+    async with running_session(RelayCore(), limits=limits) as (browser, upstream, _session, _done):
+        up = await upstream.next()
+        error = json.loads(await browser.get_message())
+        assert trio.current_time() - start == pytest.approx(300.0)
+        assert error["code"] == "session_max_duration"
+        assert await closed_with(browser) == (1000, "Maximum session duration")
+        assert (await closed_with(up))[0] == 1000
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = Limits(ping_interval_s=0, send_timeout_s=30.0, outbox_high_water_frames=8)
+    session_cm = running_session(RelayCore(), limits=limits, lockstep_browser=True)
+    async with session_cm as (_browser, upstream, session, done):
+        up = await upstream.next()
+        start = trio.current_time()
+        # The browser never reads: its WebSocket queue fills, then the lockstep stream stalls the proxy's send.
+        for _ in range(200):
+            await up.send_message(b"x" * 65536)
+        await done.wait()
+        assert trio.current_time() - start == pytest.approx(30.0)
+        assert session.closes[0] == Close(1011, "Peer too slow")
+        assert (await closed_with(up))[0] == 1011
+
+
+async def test_no_task_is_left_behind_after_either_side_closes() -> None:
+    baseline = trio.lowlevel.current_statistics().tasks_living
+    for closer in ("client", "upstream"):
+        async with running_session(RelayCore()) as (browser, upstream, _session, done):
+            up = await upstream.next()
+            await browser.send_message("x")
+            assert await up.get_message() == "x"
+            await (browser.aclose() if closer == "client" else up.aclose())
+            await done.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.lowlevel.current_statistics().tasks_living == baseline

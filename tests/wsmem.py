@@ -1,0 +1,141 @@
+"""In-memory WebSocket plumbing for session tests: both legs of a Session without sockets.
+
+``browser`` is the test's view of the component, ``upstream`` the test's view of the provider; the Session under
+test sits between them exactly as in production, only the byte streams are ``trio.testing.memory_stream_pair``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_stream, wrap_server_stream
+
+from proxy.config import Limits
+from proxy.core import SessionCore, UpstreamFailure
+from proxy.session import Session, UpstreamTarget
+
+
+async def ws_pair(nursery: trio.Nursery, *, lockstep: bool = False) -> tuple[WebSocketConnection, WebSocketConnection]:
+    """An accepted (client side, server side) WebSocket pair over memory streams.
+
+    ``lockstep``: a send completes only when the peer reads it (a peer that stops reading stalls the sender, as a
+    full TCP window does); otherwise sends are buffered without limit.
+    """
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    client_stream, server_stream = pair()
+    accepted: list[WebSocketConnection] = []
+
+    async def accept() -> None:
+        request = await wrap_server_stream(nursery, server_stream)
+        accepted.append(await request.accept())
+
+    async with trio.open_nursery() as handshake:
+        handshake.start_soon(accept)
+        client = await wrap_client_stream(nursery, client_stream, "proxy.test", "/")  # type: ignore[arg-type]
+    return client, accepted[0]
+
+
+@dataclass
+class FakeUpstream:
+    """A connector for Session that hands the upstream's server side to the test.
+
+    ``hold`` (a trio.Event) delays accepting the handshake until set; ``reject`` answers it with that status.
+    ``connections`` counts every connection attempt, ``live`` the ones whose stream is still open.
+    """
+
+    hold: trio.Event | None = None
+    reject: int | None = None
+    connections: int = 0
+    live: int = 0
+    accepted: trio.MemorySendChannel[WebSocketConnection] | None = None
+    receive: trio.MemoryReceiveChannel[WebSocketConnection] | None = None
+    requests: list[WebSocketRequest] = field(default_factory=list)
+    #: Where the upstream's own tasks run (a test nursery, never the session's, which the proxy cancels).
+    nursery: trio.Nursery | None = None
+
+    def __post_init__(self) -> None:
+        self.accepted, self.receive = trio.open_memory_channel[WebSocketConnection](8)
+
+    async def connector(self, nursery: trio.Nursery, target: UpstreamTarget, limits: Limits) -> WebSocketConnection:
+        self.connections += 1
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        self.live += 1
+        closed_hook = client_stream.send_stream.close_hook
+
+        def on_close() -> None:
+            self.live -= 1
+            if closed_hook is not None:
+                closed_hook()
+
+        client_stream.send_stream.close_hook = on_close
+        assert self.nursery is not None, "run the FakeUpstream inside running_session()"
+        self.nursery.start_soon(self._serve, self.nursery, server_stream)
+        try:
+            with trio.fail_after(limits.upstream_connect_timeout_s):
+                return await wrap_client_stream(
+                    nursery,
+                    client_stream,  # type: ignore[arg-type]
+                    "upstream.test",
+                    target.url,
+                    extra_headers=list(target.headers),
+                )
+        except BaseException:
+            await trio.aclose_forcefully(client_stream)
+            raise
+
+    async def _serve(self, nursery: trio.Nursery, stream: trio.abc.Stream) -> None:
+        request = await wrap_server_stream(nursery, stream)
+        self.requests.append(request)
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.reject is not None:
+            await request.reject(self.reject)
+            return
+        ws = await request.accept()
+        assert self.accepted is not None
+        await self.accepted.send(ws)
+
+    async def next(self) -> WebSocketConnection:
+        assert self.receive is not None
+        return await self.receive.receive()
+
+
+@asynccontextmanager
+async def running_session(
+    core: SessionCore,
+    *,
+    limits: Limits | None = None,
+    upstream: FakeUpstream | None = None,
+    target: UpstreamTarget | UpstreamFailure | None = None,
+    lockstep_browser: bool = False,
+) -> AsyncIterator[tuple[WebSocketConnection, FakeUpstream, Session, trio.Event]]:
+    """Run a Session between an in-memory browser and a FakeUpstream; yields (browser, upstream, session, done)."""
+    limits = limits or Limits(ping_interval_s=0)
+    upstream = upstream or FakeUpstream()
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        upstream.nursery = nursery
+        browser, client_leg = await ws_pair(nursery, lockstep=lockstep_browser)
+        session = Session(
+            client_leg,
+            core,
+            target or UpstreamTarget("/v1/realtime"),
+            limits,
+            connector=upstream.connector,
+        )
+
+        async def run() -> None:
+            try:
+                await session.run()
+            finally:
+                done.set()
+
+        nursery.start_soon(run)
+        yield browser, upstream, session, done
+        with trio.fail_after(60):
+            await done.wait()
+        nursery.cancel_scope.cancel()
