@@ -259,7 +259,12 @@ class ProxyServer:
                     connection_id=connection_id,
                     trace_id=trace_id,
                 )
-                decision = make(self.config, route_request)
+                try:
+                    decision = make(self.config, route_request)
+                except Exception:
+                    self.metrics.session_errors_total += 1
+                    log.exception("%s: internal error while setting up %s", connection_id, route_name)
+                    decision = Reject(500, "Internal Server Error")
                 if isinstance(decision, Reject):
                     self._count(self.metrics.rejected_total, "policy")
                     await ws_request.reject(decision.status, body=decision.message.encode())

@@ -14,49 +14,8 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from proxy.config import Limits
-from proxy.core import Close, Frame, UpstreamFailure, relay_close
-from tests.wsmem import FakeUpstream, running_session
-
-
-class RelayCore:
-    """The smallest useful core: relay both ways, queue client frames until the upstream is open."""
-
-    def __init__(self) -> None:
-        self.to_client: list[Frame] = []
-        self.to_upstream: list[Frame] = []
-        self._queue: list[Frame] = []
-        self._open = False
-
-    def upstream_opened(self, now: float) -> None:
-        self._open = True
-        self.to_upstream += self._queue
-        self._queue = []
-
-    def client_message(self, message: Frame, now: float) -> None:
-        (self.to_upstream if self._open else self._queue).append(message)
-
-    def upstream_message(self, message: Frame, now: float) -> None:
-        self.to_client.append(message)
-
-    def timer_fired(self, now: float) -> None:
-        pass
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
-        code, description = failure.error()
-        self.to_client.append(json.dumps({"type": "Error", "description": description, "code": code}))
-        return failure.close()
-
-    def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        return relay_close(code, reason)
-
-    def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        return relay_close(code, reason)
-
-    def fatal(self) -> Close | None:
-        return None
+from proxy.core import Close, Frame
+from tests.wsmem import FakeUpstream, RelayCore, running_session
 
 
 async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None]:
