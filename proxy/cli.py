@@ -123,14 +123,25 @@ def main(argv: list[str]) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    failed: OSError | None = None
     try:
         trio.run(serve, config)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+    except* OSError as group:
+        failed = _first(group)
+    if failed is not None:
+        print(f"cannot listen on {config.host}:{config.port}: {failed.strerror or failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> OSError:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, OSError)
+    return exc
 
 
 def _announce_upstreams(config: Config) -> None:
