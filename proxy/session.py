@@ -219,8 +219,12 @@ class Session:
     # -- feeding the core ---------------------------------------------------------------------------------------
 
     def _feed(self, step: Callable[[float], None]) -> None:
-        core = self._core
         step(trio.current_time())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Queue what the core produced (in order, synchronously), re-arm the timer, honour a fatal close."""
+        core = self._core
         if core.to_client:
             frames, core.to_client = core.to_client, []
             self.stats.to_client_frames += len(frames)
@@ -319,7 +323,7 @@ class Session:
                 continue
             self.stats.client_frames += 1
             core.client_message(message, trio.current_time())
-            self._feed(_no_step)
+            self._flush()
 
     async def _client_writer(self) -> None:
         await self._writer(self._client, self._to_client)
@@ -404,7 +408,7 @@ class Session:
                 continue
             self.stats.upstream_frames += 1
             core.upstream_message(message, trio.current_time())
-            self._feed(_no_step)
+            self._flush()
 
     async def _timer(self) -> None:
         core = self._core
@@ -450,10 +454,6 @@ class Session:
                 else:
                     self._end(Close(INTERNAL_ERROR, "Upstream ping timeout"), Close(INTERNAL_ERROR))
                 return
-
-
-def _no_step(now: float) -> None:
-    return None
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int | None, str | None]:
