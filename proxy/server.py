@@ -33,6 +33,11 @@ log = logging.getLogger("proxy.server")
 
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
 _TRACE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+#: Sent on every 101 as on every HTTP answer (the reference set them on HTTP answers only).
+_UPGRADE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"Cache-Control", b"no-store"),
+)
 
 
 class _PrefixedStream(trio.abc.Stream):
@@ -270,7 +275,7 @@ class ProxyServer:
                     await ws_request.reject(decision.status, body=decision.message.encode())
                     nursery.cancel_scope.cancel()
                     return
-                client = await ws_request.accept(subprotocol=decision.subprotocol)
+                client = await ws_request.accept(subprotocol=decision.subprotocol, extra_headers=list(_UPGRADE_HEADERS))
             if handshake.cancelled_caught:
                 nursery.cancel_scope.cancel()
                 return
