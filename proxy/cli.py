@@ -11,12 +11,15 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from . import config as config_module
 from .config import Config, ConfigError, UpstreamSource
+
+if TYPE_CHECKING:
+    from .sim.server import SimOptions
 
 log = logging.getLogger("proxy")
 
@@ -122,10 +125,19 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    sim_options = None
+    if config.uses_simulator():
+        from .sim.server import SimOptions
+
+        try:
+            sim_options = SimOptions()
+        except ValueError as exc:
+            print(f"configuration error: simulator: {exc}", file=sys.stderr)
+            return 2
     setup_logging(config.log_level)
     failed: OSError | None = None
     try:
-        trio.run(serve, config)
+        trio.run(serve, config, sim_options)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
@@ -158,7 +170,7 @@ def _announce_upstreams(config: Config) -> None:
             log.info("%s -> %s (%s)", route, upstream.url.split("?")[0], upstream.source.value)
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
     """Run the proxy (and the embedded simulators it needs) until SIGINT/SIGTERM, then drain."""
     from .server import ProxyServer
 
@@ -166,7 +178,7 @@ async def serve(config: Config) -> None:
         if config.uses_simulator():
             from .sim.server import SimOptions, serve_simulators
 
-            sim_port = await nursery.start(serve_simulators, "127.0.0.1", 0, SimOptions())
+            sim_port = await nursery.start(serve_simulators, "127.0.0.1", 0, sim_options or SimOptions())
             config = config.with_simulator_port("127.0.0.1", sim_port)
             print(
                 "NOTE: routes without an API key or URL are served by the embedded simulators "

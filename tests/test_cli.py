@@ -98,3 +98,16 @@ def test_a_port_in_use_exits_1_with_a_clear_message() -> None:
         )
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_an_invalid_simulator_fault_script_is_a_configuration_error() -> None:
+    env = {k: v for k, v in proxy_env().items() if not k.startswith(("OPENAI_", "DEEPGRAM_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--port", "0"],
+        env={**env, "PROXY_SIM_FAULTS": "explode:now"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "simulator" in result.stderr
