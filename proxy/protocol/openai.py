@@ -401,6 +401,8 @@ def decode_server_event(data: str | bytes) -> ServerEvent | UnknownEvent:
         return unknown
     except msgspec.DecodeError as exc:
         raise MalformedEvent("upstream frame is not valid JSON") from exc
+    except RecursionError as exc:  # msgspec's answer to absurdly deep nesting
+        raise MalformedEvent("upstream frame is nested too deeply") from exc
     return event
 
 

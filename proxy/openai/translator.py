@@ -1,0 +1,858 @@
+"""The OpenAI Realtime translator: a sans-IO :class:`~proxy.core.SessionCore` for the ``/openai`` route.
+
+The component speaks the Deepgram Voice Agent protocol; the upstream is the OpenAI Realtime GA API. The translator
+is fed client frames, upstream frames, closes and the time, and appends what to send to ``to_client`` /
+``to_upstream``. Its behaviour is the reference translator's, message for message, except where the reference is
+broken; those fixes are marked "Fix:" below. Timers are deadlines (``next_deadline``/``timer_fired``), never sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from ..audio import Resampler16kTo24k
+from ..core import POLICY_VIOLATION, Close, Frame, UpstreamFailure, relay_close
+from ..protocol import component as cp
+from ..protocol import openai as oa
+from . import session_update as su
+
+LOGGER_NAME: Final = "proxy.openai"
+
+# Manual-commit audio thresholds, in 24 kHz bytes (reference constants).
+MIN_AUDIO_BYTES_FOR_COMMIT: Final = 4_800  # 100 ms
+MIN_AUDIO_BYTES_FOR_FIRST_COMMIT: Final = 48_000  # 1 s
+MAX_AUDIO_BYTES_PER_APPEND: Final = 15 * 1024 * 1024
+
+# Bounds on per-connection memory that the reference leaves unbounded.
+MAX_TRANSCRIPT_ITEMS: Final = 64
+MAX_ACCUMULATED_CHARS: Final = 256 * 1024
+MAX_AWAITING_ACK: Final = 256
+MAX_REMEMBERED_ITEM_IDS: Final = 1024
+_LOG_PAYLOAD_CHARS: Final = 512
+_AUDIO_FIELD: Final = re.compile(r'"(?:audio|delta)"\s*:\s*"')
+
+_ITEM_STAGE: Final = {"conversation.item.created": 0, "conversation.item.added": 1, "conversation.item.done": 2}
+
+Adapter: TypeAlias = "logging.LoggerAdapter[logging.Logger]"
+
+
+@dataclass(frozen=True, slots=True)
+class TranslatorOptions:
+    """Per-route settings of the translator. Times are in seconds, sizes in bytes."""
+
+    #: Forward unknown client JSON upstream verbatim instead of answering an Error (legacy debugging only).
+    allow_client_json_passthrough: bool = False
+    #: How long to wait for the upstream to complete a tool result before sending ``response.create`` anyway.
+    deferred_response_create_timeout: float = 20.0
+    #: Manual-commit mode: quiet time after the last append before committing.
+    commit_debounce: float = 0.4
+    #: Manual-commit mode: the longest a committable buffer waits while appends keep arriving.
+    commit_max_coalesce: float = 0.6
+    #: Client frames held until the upstream is open.
+    max_preopen_frames: int = 256
+    max_preopen_bytes: int = 4 * 1024 * 1024
+    #: InjectUserMessage/FunctionCallResponse frames and audio frames (each) held until the session is ready.
+    max_pending_frames: int = 256
+    max_pending_bytes: int = 4 * 1024 * 1024
+    #: Prefix of the item ids chosen for injected user messages (the API allows at most 32 characters).
+    inject_item_id_prefix: str = "item_inject_"
+
+    def __post_init__(self) -> None:
+        if len(self.inject_item_id_prefix) > 20:  # leaves room for a counter within the API's 32 characters
+            raise ValueError("inject_item_id_prefix must be at most 20 characters")
+
+
+class Translator:
+    """Translate one component connection to one OpenAI Realtime GA connection (see :class:`proxy.core.SessionCore`).
+
+    Public counters (``dropped_audio_frames``, ``dropped_audio_bytes``) report audio discarded because the session
+    did not become ready in time.
+    """
+
+    def __init__(self, options: TranslatorOptions | None = None, *, log: Adapter | None = None) -> None:
+        self.options = options if options is not None else TranslatorOptions()
+        self.log: Adapter = log if log is not None else logging.LoggerAdapter(logging.getLogger(LOGGER_NAME), {})
+        self.to_client: list[Frame] = []
+        self.to_upstream: list[Frame] = []
+        self.dropped_audio_frames = 0
+        self.dropped_audio_bytes = 0
+
+        self._now = 0.0
+        self._fatal: Close | None = None
+        # Legs.
+        self._upstream_open = False
+        self._upstream_gone = False
+        self._client_gone = False
+        self._preopen: deque[Frame] = deque()
+        self._preopen_bytes = 0
+        # Session.
+        self._session_update_sent = False
+        self._ready = False
+        self._greeting: str | None = None
+        self._had_context = False
+        self._server_vad = False
+        self._pending_messages: deque[tuple[cp.InjectUserMessage | cp.FunctionCallResponse, int]] = deque()
+        self._pending_messages_bytes = 0
+        self._pending_audio: deque[bytes] = deque()
+        self._pending_audio_bytes = 0
+        # Microphone audio (manual-commit bookkeeping in 24 kHz bytes).
+        self._resampler = Resampler16kTo24k()
+        self._uncommitted = 0
+        self._first_commit_done = False
+        self._debounce_at: float | None = None
+        self._coalesce_at: float | None = None
+        # Responses.
+        self._active = False
+        self._deferred = False
+        self._watchdog_at: float | None = None
+        self._started_speaking = False
+        self._agent_done = False
+        self._audio_seen = False
+        self._text_emitted = False
+        self._last_text: str | None = None
+        self._text_parts: list[str] = []
+        self._text_chars = 0
+        self._idle_error: str | None = None
+        # Injected messages: ids awaiting acknowledgement, ids already counted (with their lifecycle stage).
+        self._inject_seq = 0
+        self._awaiting_ack: OrderedDict[str, None] = OrderedDict()
+        self._counted_ids: OrderedDict[str, int] = OrderedDict()
+        self._replies_owed = 0  # acknowledged injects not yet answered by a response
+        self._ct_item_ids: OrderedDict[str, None] = OrderedDict()
+        self._transcripts: OrderedDict[str, str] = OrderedDict()
+        self._raw: Frame = ""
+
+        self._client_handlers: dict[type[Any], Callable[[Any, str], None]] = {
+            cp.Settings: self._on_settings,
+            cp.InjectUserMessage: self._on_inject_frame,
+            cp.FunctionCallResponse: self._on_function_call_response_frame,
+            cp.KeepAlive: self._on_keepalive,
+        }
+        self._upstream_handlers: dict[type[Any], Callable[[Any], None]] = {
+            oa.ResponseOutputAudioDelta: self._on_audio_delta,
+            oa.SessionCreated: self._log_only,
+            oa.SessionUpdated: self._on_session_updated,
+            oa.ConversationCreated: self._log_only,
+            oa.ConversationItemCreated: self._on_item,
+            oa.ConversationItemAdded: self._on_item,
+            oa.ConversationItemDone: self._on_item,
+            oa.ConversationItemRetrieved: self._log_only,
+            oa.ConversationItemDeleted: self._log_only,
+            oa.ConversationItemTruncated: self._log_only,
+            oa.InputAudioTranscriptionCompleted: self._on_transcription_completed,
+            oa.InputAudioTranscriptionDelta: self._on_transcription_delta,
+            oa.InputAudioTranscriptionFailed: self._on_transcription_failed,
+            oa.InputAudioTranscriptionSegment: self._log_only,
+            oa.ErrorEvent: self._on_error,
+            oa.InputAudioBufferCleared: self._log_only,
+            oa.InputAudioBufferCommitted: self._log_only,
+            oa.InputAudioBufferDtmfEventReceived: self._log_only,
+            oa.InputAudioBufferSpeechStarted: self._on_speech_started,
+            oa.InputAudioBufferSpeechStopped: self._on_speech_stopped,
+            oa.InputAudioBufferTimeoutTriggered: self._log_only,
+            oa.McpListToolsInProgress: self._log_only,
+            oa.McpListToolsCompleted: self._log_only,
+            oa.McpListToolsFailed: self._log_only,
+            oa.RateLimitsUpdated: self._log_only,
+            oa.ResponseContentPartAdded: self._log_only,
+            oa.ResponseContentPartDone: self._log_only,
+            oa.ResponseCreated: self._on_response_created,
+            oa.ResponseDone: self._on_response_done,
+            oa.ResponseFunctionCallArgumentsDelta: self._log_only,
+            oa.ResponseFunctionCallArgumentsDone: self._on_function_call_arguments_done,
+            oa.ResponseOutputAudioDone: self._on_audio_done,
+            oa.ResponseOutputAudioTranscriptDelta: self._log_only,
+            oa.ResponseOutputAudioTranscriptDone: self._on_transcript_done,
+            oa.ResponseOutputItemAdded: self._log_only,
+            oa.ResponseOutputItemDone: self._log_only,
+            oa.ResponseOutputTextAdded: self._log_only,
+            oa.ResponseOutputTextDelta: self._on_text_delta,
+            oa.ResponseOutputTextDone: self._on_text_done,
+            oa.OutputAudioBufferStarted: self._log_only,
+            oa.OutputAudioBufferStopped: self._log_only,
+            oa.OutputAudioBufferCleared: self._log_only,
+            oa.ResponseMcpCallArgumentsDelta: self._log_only,
+            oa.ResponseMcpCallArgumentsDone: self._log_only,
+            oa.ResponseMcpCallInProgress: self._log_only,
+            oa.ResponseMcpCallCompleted: self._log_only,
+            oa.ResponseMcpCallFailed: self._log_only,
+        }
+
+    # ===========================================================================================================
+    # SessionCore
+
+    def upstream_opened(self, now: float) -> None:
+        self._now = now
+        if self._upstream_gone or self._client_gone:
+            return
+        self._upstream_open = True
+        self.log.info("upstream open; replaying %d queued client frame(s)", len(self._preopen))
+        queued, self._preopen = self._preopen, deque()
+        self._preopen_bytes = 0
+        for frame in queued:
+            if self._fatal is not None:
+                break
+            self._handle_client_frame(frame)
+
+    def client_message(self, message: Frame, now: float) -> None:
+        self._now = now
+        if self._client_gone or self._upstream_gone or self._fatal is not None or not message:
+            return
+        if not self._upstream_open:
+            # Fix: bounded. The reference queues without limit until the upstream opens.
+            if (
+                len(self._preopen) >= self.options.max_preopen_frames
+                or self._preopen_bytes + len(message) > self.options.max_preopen_bytes
+            ):
+                self._overflow("before the upstream connection opened")
+                return
+            self._preopen.append(message)
+            self._preopen_bytes += len(message)
+            return
+        self._handle_client_frame(message)
+
+    def upstream_message(self, message: Frame, now: float) -> None:
+        self._now = now
+        if self._client_gone or self._upstream_gone:
+            return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
+        try:
+            event = oa.decode_server_event(message)
+        except (oa.MalformedEvent, RecursionError) as exc:
+            self.log.warning("malformed upstream frame (%d chars): %s", len(message), exc)
+            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            return
+        handler = self._upstream_handlers.get(type(event))
+        self._raw = message
+        try:
+            if handler is not None:
+                handler(event)
+            else:
+                self._on_unknown_event(event)
+        except Exception:
+            # The reference answers any failure while handling an event with this Error; never fatal.
+            self.log.exception("failed to handle upstream event %s", type(event).__name__)
+            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+        finally:
+            self._raw = ""
+
+    def timer_fired(self, now: float) -> None:
+        self._now = now
+        # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others.
+        for _ in range(8):
+            due = [
+                (at, rank, fire)
+                for rank, (at, fire) in enumerate(
+                    (
+                        (self._debounce_at, self._fire_debounce),
+                        (self._coalesce_at, self._fire_coalesce),
+                        (self._watchdog_at, self._fire_watchdog),
+                    )
+                )
+                if at is not None and at <= now
+            ]
+            if not due:
+                return
+            min(due, key=lambda entry: (entry[0], entry[1]))[2]()
+
+    def next_deadline(self) -> float | None:
+        deadlines = [at for at in (self._debounce_at, self._coalesce_at, self._watchdog_at) if at is not None]
+        return min(deadlines) if deadlines else None
+
+    def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
+        self._now = now
+        self._upstream_gone = True
+        self._clear_timers()
+        code, description = failure.error()
+        self.log.error("upstream unavailable: %s", code)
+        if not self._client_gone:
+            self._send_error(code, description)
+        return failure.close()
+
+    def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        self._now = now
+        self.log.info("upstream closed (code %s, reason %r)", code, su.sanitize_reason(reason))
+        self._upstream_gone = True
+        self._clear_timers()
+        if not self._client_gone:
+            self._flush_idle_error()
+            if not self._ready:
+                self.log.warning("upstream closed before the session was ready (code %s)", code)
+                self._send_error(su.CLOSED_BEFORE_READY_CODE, su.closed_before_ready_description(code, reason))
+        return relay_close(code, reason)
+
+    def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
+        self._now = now
+        self.log.info("client closed (code %s, reason %r)", code, su.sanitize_reason(reason))
+        if not self._client_gone and self._upstream_usable():
+            self._flush_commit_on_close()
+        self._client_gone = True
+        self._clear_timers()
+        return relay_close(code, reason)
+
+    def fatal(self) -> Close | None:
+        return self._fatal
+
+    # ===========================================================================================================
+    # Client frames
+
+    def _handle_client_frame(self, frame: Frame) -> None:
+        # Fix: routed by opcode. The reference tries JSON first and treats anything that fails as audio.
+        if isinstance(frame, bytes):
+            self._on_audio(frame)
+            return
+        try:
+            message = cp.client_message_decoder.decode(frame)
+        except msgspec.ValidationError:  # JSON, but not one of ours (ValidationError subclasses DecodeError)
+            self._on_other_json(frame)
+            return
+        except (msgspec.DecodeError, RecursionError):  # msgspec raises RecursionError for absurd nesting
+            self._reject_unparsable(frame)
+            return
+        try:
+            self._client_handlers[type(message)](message, frame)
+        except Exception:
+            # Never let one message take the connection (or the process) down, as the reference can.
+            self.log.exception("failed to handle client %s", type(message).__name__)
+            self._send_error(su.CLIENT_MESSAGE_FAILED_CODE, su.CLIENT_MESSAGE_FAILED_DESCRIPTION)
+
+    def _reject_unparsable(self, frame: str) -> None:
+        self.log.warning("client text frame is not a JSON object (%d chars)", len(frame))
+        self._send_error(su.UNPARSABLE_CLIENT_CODE, su.UNPARSABLE_CLIENT_DESCRIPTION)
+
+    def _on_other_json(self, frame: str) -> None:
+        """A JSON object or array whose ``type`` is missing, not a string or not one we accept (§5.5)."""
+        try:
+            value = msgspec.json.decode(frame)
+        except (msgspec.MsgspecError, RecursionError):
+            self._reject_unparsable(frame)
+            return
+        if isinstance(value, dict):
+            type_value = value.get("type")
+        elif isinstance(value, list):
+            type_value = None
+        else:
+            self._reject_unparsable(frame)
+            return
+        if type_value == "KeepAlive":  # a KeepAlive is never forwarded, whatever else it carries
+            return
+        if self.options.allow_client_json_passthrough:
+            self.log.info("forwarding client JSON of type %r upstream (passthrough)", type_value)
+            self.to_upstream.append(frame)
+            return
+        type_name = su.describe_client_type(type_value)
+        self.log.warning("disallowed client message type %r", type_name[:100])
+        self._send_error(su.DISALLOWED_CODE, su.disallowed_description(type_name))
+
+    def _on_keepalive(self, message: cp.KeepAlive, frame: str) -> None:
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("client KeepAlive (ignored)")
+
+    def _on_settings(self, message: cp.Settings, frame: str) -> None:
+        if self._session_update_sent:
+            self.log.info("duplicate Settings: answered SettingsApplied, not forwarded")
+            self.to_client.append(cp.SETTINGS_APPLIED)
+            return
+        if self._active or self._deferred:
+            # Reference behaviour, kept on purpose: acknowledge and drop (its greeting and context are lost).
+            self.log.warning(
+                "Settings arrived while a response is active or a tool result awaits one: "
+                "answered SettingsApplied, dropped"
+            )
+            self.to_client.append(cp.SETTINGS_APPLIED)
+            return
+        update = su.session_update_event(message)
+        self._session_update_sent = True
+        self._server_vad = su.uses_server_vad(update.session)
+        self._had_context = su.has_context(message)
+        self._greeting = su.greeting(message)
+        self.to_upstream.append(oa.encode(update))
+        self.log.info(
+            "session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), self._server_vad
+        )
+
+    def _on_inject_frame(self, message: cp.InjectUserMessage, frame: str) -> None:
+        if not self._ready:
+            self._hold_until_ready(message, len(frame))
+            return
+        self._inject(message)
+
+    def _on_function_call_response_frame(self, message: cp.FunctionCallResponse, frame: str) -> None:
+        # Fix: gated on session readiness like everything else (the reference sends it at once).
+        if not self._ready:
+            self._hold_until_ready(message, len(frame))
+            return
+        self._function_call_response(message)
+
+    def _hold_until_ready(self, message: cp.InjectUserMessage | cp.FunctionCallResponse, size: int) -> None:
+        if (
+            len(self._pending_messages) >= self.options.max_pending_frames
+            or self._pending_messages_bytes + size > self.options.max_pending_bytes
+        ):
+            self._overflow("before the session was ready")
+            return
+        self._pending_messages.append((message, size))
+        self._pending_messages_bytes += size
+
+    def _inject(self, message: cp.InjectUserMessage) -> None:
+        text = su.inject_text(message)
+        # Fix: each inject carries its own id, and its response.create waits for that item's acknowledgement.
+        self._inject_seq += 1
+        item_id = f"{self.options.inject_item_id_prefix}{self._inject_seq}"
+        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=su.user_message_item(text, item_id))))
+        if len(self._awaiting_ack) >= MAX_AWAITING_ACK:
+            dropped, _ = self._awaiting_ack.popitem(last=False)
+            self.log.warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
+        self._awaiting_ack[item_id] = None
+        self.to_client.append(cp.encode(cp.ConversationText(role="user", content=text)))
+        self.log.info("injected user message sent as item %s", item_id)
+
+    def _function_call_response(self, message: cp.FunctionCallResponse) -> None:
+        item = su.function_call_output_item(message)
+        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=item)))
+        self._deferred = True
+        self._watchdog_at = self._now + self.options.deferred_response_create_timeout
+        self.log.info("function_call_output sent for call %r; response.create deferred", item.get("call_id"))
+        self.to_client.append(cp.AGENT_THINKING)
+
+    # -- microphone audio ---------------------------------------------------------------------------------------
+
+    def _on_audio(self, data: bytes) -> None:
+        if not self._ready:
+            # Fix: bounded. Audio beyond the bound is dropped (counted, logged) rather than held without limit.
+            if (
+                len(self._pending_audio) >= self.options.max_pending_frames
+                or self._pending_audio_bytes + len(data) > self.options.max_pending_bytes
+            ):
+                if not self.dropped_audio_frames:
+                    self.log.warning("session not ready: audio queue full, dropping microphone audio")
+                self.dropped_audio_frames += 1
+                self.dropped_audio_bytes += len(data)
+                return
+            self._pending_audio.append(data)
+            self._pending_audio_bytes += len(data)
+            return
+        if self._append_audio(data) and not self._server_vad:
+            self._schedule_commit()
+
+    def _append_audio(self, data: bytes) -> bool:
+        """Resample and append; returns whether anything was appended. Counts bytes in manual-commit mode."""
+        out = self._resampler.push(data)
+        if not out:
+            return False
+        if len(out) <= MAX_AUDIO_BYTES_PER_APPEND:
+            self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=out)))
+        else:
+            # Fix: split instead of raising (the reference throws, outside any handler).
+            for start in range(0, len(out), MAX_AUDIO_BYTES_PER_APPEND):
+                chunk = out[start : start + MAX_AUDIO_BYTES_PER_APPEND]
+                self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=chunk)))
+        if not self._server_vad:
+            self._uncommitted += len(out)
+        return True
+
+    def _threshold(self) -> int:
+        return MIN_AUDIO_BYTES_FOR_COMMIT if self._first_commit_done else MIN_AUDIO_BYTES_FOR_FIRST_COMMIT
+
+    def _schedule_commit(self) -> None:
+        self._debounce_at = self._now + self.options.commit_debounce
+        # Not reset by later appends, so a steady stream of chunks still commits.
+        if (
+            self._coalesce_at is None
+            and self._uncommitted > 0
+            and self._uncommitted >= self._threshold()
+            and not self._active
+            and self._upstream_usable()
+        ):
+            self._coalesce_at = self._now + self.options.commit_max_coalesce
+
+    def _commit_if_eligible(self) -> bool:
+        if (
+            self._server_vad
+            or self._uncommitted <= 0
+            or self._uncommitted < self._threshold()
+            or self._active
+            or not self._upstream_usable()
+        ):
+            return False
+        self.log.info("committing %d bytes of input audio", self._uncommitted)
+        self.to_upstream.append(oa.INPUT_AUDIO_BUFFER_COMMIT)
+        self._send_response_create()
+        self._first_commit_done = True
+        self._uncommitted = 0
+        self._debounce_at = self._coalesce_at = None
+        return True
+
+    def _fire_debounce(self) -> None:
+        self._debounce_at = None
+        self._commit_if_eligible()  # an ineligible commit is not re-armed (reference behaviour)
+
+    def _fire_coalesce(self) -> None:
+        self._coalesce_at = None
+        self._commit_if_eligible()
+
+    def _pad_audio(self, size: int) -> None:
+        self.log.info("padding input audio with %d bytes of silence", size)
+        self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=bytes(size))))
+        self._uncommitted += size
+
+    def _rearm_commit_after_response(self) -> None:
+        if self._server_vad or self._uncommitted <= 0 or not self._upstream_usable():
+            return
+        if self._uncommitted < MIN_AUDIO_BYTES_FOR_COMMIT:
+            self._pad_audio(MIN_AUDIO_BYTES_FOR_COMMIT - self._uncommitted)
+        self._schedule_commit()
+
+    def _flush_commit_on_close(self) -> None:
+        if self._server_vad or self._uncommitted <= 0 or self._active:
+            return
+        self._debounce_at = self._coalesce_at = None
+        if self._uncommitted < self._threshold():
+            self._pad_audio(self._threshold() - self._uncommitted)
+        self._commit_if_eligible()
+
+    # ===========================================================================================================
+    # Responses
+
+    def _start_response(self) -> None:
+        self._active = True
+        self._started_speaking = False
+        self._agent_done = False
+        self._audio_seen = False
+        self._text_emitted = False
+        self._last_text = None
+        self._reset_text()
+        # Each response that starts answers one acknowledged inject, whoever asked for it (a tool result's
+        # follow-up or a VAD turn sees the injected message too).
+        if self._replies_owed:
+            self._replies_owed -= 1
+
+    def _end_response(self) -> None:
+        # Fix: the started/done flags stay with the response that ended (the reference clears them here, which
+        # sends a second AgentDone when output_text.done and response.done both end one response).
+        self._active = False
+        self._rearm_commit_after_response()
+
+    def _send_response_create(self) -> None:
+        self.to_upstream.append(oa.RESPONSE_CREATE)
+        self._start_response()
+
+    def _send_deferred_create(self) -> None:
+        """The tool result's response.create, unless a response is still active (then it waits for its end)."""
+        if not self._deferred or self._active or not self._upstream_usable():
+            return
+        self._deferred = False
+        self._watchdog_at = None
+        self._send_response_create()
+
+    def _answer_injects(self) -> None:
+        """The response.create owed to acknowledged injects: one per inject, one at a time, and only once every
+        injected item sent so far is in the conversation (never while a response or a tool result is pending)."""
+        if (
+            self._replies_owed
+            and not self._awaiting_ack
+            and not self._active
+            and not self._deferred
+            and self._upstream_usable()
+        ):
+            self._send_response_create()
+
+    def _after_response_end(self) -> None:
+        self._send_deferred_create()
+        self._answer_injects()
+
+    def _fire_watchdog(self) -> None:
+        self._watchdog_at = None
+        if not self._deferred or not self._upstream_usable():
+            return
+        self.log.error(
+            "Required upstream contract violated: no completion within %.3f s after function_call_output; "
+            "sending response.create%s",
+            self.options.deferred_response_create_timeout,
+            " when the active response ends" if self._active else "",
+        )
+        self._send_deferred_create()
+
+    def _agent_started_speaking(self) -> None:
+        if not self._started_speaking:
+            self._started_speaking = True
+            self.to_client.append(cp.AGENT_STARTED_SPEAKING)
+
+    def _agent_done_once(self) -> None:
+        if not self._agent_done:
+            self._agent_done = True
+            self.to_client.append(cp.AGENT_DONE)
+            self.to_client.append(cp.AGENT_AUDIO_DONE)
+
+    def _finish_agent_turn(self) -> None:
+        """AgentDone + AgentAudioDone for the response that just finished, unless a tool result is waiting for its
+        follow-up response: the agent's turn goes on, and the follow-up response sends them after its audio."""
+        if self._deferred:
+            self._agent_done = True  # this response's signal is settled: nothing more for it
+        else:
+            self._agent_done_once()
+
+    def _emit_fallback_text(self, text: str | None, content: str | None = None) -> None:
+        """Assistant text from output_text.done / transcript.done / response.done: at most one per response."""
+        if text and not self._text_emitted:
+            self._agent_started_speaking()
+            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=content or text)))
+            self._text_emitted = True
+            self._last_text = text
+
+    def _reset_text(self) -> None:
+        self._text_parts.clear()
+        self._text_chars = 0
+
+    def _accumulated_text(self) -> str:
+        return "".join(self._text_parts)
+
+    def _flush_idle_error(self) -> None:
+        if self._idle_error is not None:
+            self.to_client.append(self._idle_error)
+            self._idle_error = None
+
+    # ===========================================================================================================
+    # Upstream events
+
+    def _on_audio_delta(self, event: oa.ResponseOutputAudioDelta) -> None:
+        delta = event.delta
+        if delta:
+            self._audio_seen = True
+            if not self._started_speaking:
+                self._agent_started_speaking()
+            self.to_client.append(delta)
+
+    def _on_audio_done(self, event: oa.ResponseOutputAudioDone) -> None:
+        # Does not end the response: the API may send audio.done before output_text.done.
+        self._agent_done_once()
+
+    def _on_session_updated(self, event: oa.SessionUpdated) -> None:
+        self._ready = True
+        self.to_client.append(cp.SETTINGS_APPLIED)
+        if self._greeting is not None and not self._had_context:
+            # The greeting is client-side text with its own AgentDone; nothing goes upstream.
+            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=self._greeting)))
+            self.to_client.append(cp.AGENT_DONE)
+            self.to_client.append(cp.AGENT_AUDIO_DONE)
+        elif self._greeting is not None:
+            self.log.info("greeting not shown: the Settings carried conversation context")
+        self._greeting = None
+        self._had_context = False
+        # Held messages first (in arrival order), then audio.
+        messages, self._pending_messages = self._pending_messages, deque()
+        self._pending_messages_bytes = 0
+        for message, _ in messages:
+            if isinstance(message, cp.InjectUserMessage):
+                self._inject(message)
+            else:
+                self._function_call_response(message)
+        if self._pending_audio:
+            chunks, self._pending_audio = self._pending_audio, deque()
+            self.log.info("session ready: flushing %d queued audio chunk(s)", len(chunks))
+            self._pending_audio_bytes = 0
+            appended = False
+            for chunk in chunks:
+                appended = self._append_audio(chunk) or appended
+            if self.dropped_audio_frames:
+                self.log.warning(
+                    "%d audio frame(s) (%d bytes) were dropped before the session was ready",
+                    self.dropped_audio_frames,
+                    self.dropped_audio_bytes,
+                )
+            if not self._server_vad and self._uncommitted > 0:
+                self._schedule_commit()
+
+    def _on_text_delta(self, event: oa.ResponseOutputTextDelta) -> None:
+        text = su.output_text_delta(event.delta)
+        if text and self._text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
+            self._text_parts.append(text)
+            self._text_chars += len(text)
+
+    def _on_text_done(self, event: oa.ResponseOutputTextDone) -> None:
+        self._agent_started_speaking()
+        text = su.output_text_done_text(event, self._accumulated_text())
+        self._reset_text()
+        self._emit_fallback_text(text)
+        self._end_response()
+        # Fix: decided for the finishing response, before any follow-up response.create (the reference decides
+        # after it, for the new response, and so sends AgentDone ahead of the follow-up's audio).
+        if not self._audio_seen:
+            self._finish_agent_turn()
+        self._after_response_end()
+        self._flush_idle_error()
+
+    def _on_response_done(self, event: oa.ResponseDone) -> None:
+        text = su.response_done_text(event, self._accumulated_text())
+        self._reset_text()
+        self._emit_fallback_text(text)
+        status = event.response.get("status") if isinstance(event.response, dict) else None
+        self.log.info("response done (status %r)", status)
+        self._finish_agent_turn()
+        self._end_response()
+        self._after_response_end()
+        self._flush_idle_error()  # Fix: the reference flushes a buffered idle_timeout only on output_text.done
+
+    def _on_response_created(self, event: oa.ResponseCreated) -> None:
+        if self._server_vad and not self._active:
+            self._start_response()  # the upstream created it (VAD turn)
+
+    def _on_transcript_done(self, event: oa.ResponseOutputAudioTranscriptDone) -> None:
+        transcript = su.transcript_done_text(event)
+        self._emit_fallback_text(su.js_trim(transcript), transcript)
+
+    def _on_function_call_arguments_done(self, event: oa.ResponseFunctionCallArgumentsDone) -> None:
+        self._agent_started_speaking()
+        self.to_client.append(cp.encode(su.function_call_request(event)))
+
+    def _on_speech_started(self, event: oa.InputAudioBufferSpeechStarted) -> None:
+        self.to_client.append(cp.USER_STARTED_SPEAKING)
+
+    def _on_speech_stopped(self, event: oa.InputAudioBufferSpeechStopped) -> None:
+        self.to_client.append(cp.encode(su.utterance_end(event)))
+
+    def _on_transcription_delta(self, event: oa.InputAudioTranscriptionDelta) -> None:
+        key = event.item_id if isinstance(event.item_id, str) else ""
+        delta = event.delta if isinstance(event.delta, str) else ""
+        text = (self._transcripts.pop(key, "") + delta)[-MAX_ACCUMULATED_CHARS:]
+        self._transcripts[key] = text
+        if len(self._transcripts) > MAX_TRANSCRIPT_ITEMS:
+            self._transcripts.popitem(last=False)
+        self.to_client.append(cp.encode(su.transcript_message(event, text, final=False)))
+
+    def _on_transcription_completed(self, event: oa.InputAudioTranscriptionCompleted) -> None:
+        if event.item_id and isinstance(event.item_id, str):
+            self._transcripts.pop(event.item_id, None)
+        text = event.transcript if isinstance(event.transcript, str) else ""
+        self.to_client.append(cp.encode(su.transcript_message(event, text, final=True)))
+
+    def _on_transcription_failed(self, event: oa.InputAudioTranscriptionFailed) -> None:
+        self.log.info("input audio transcription failed for item %s", event.item_id)
+
+    def _on_error(self, event: oa.ErrorEvent) -> None:
+        error = su.error_from_upstream(event.error)
+        code = error.code
+        if code == "conversation_already_has_active_response":
+            self.log.info("upstream error %s (not forwarded)", code)
+            return
+        if code in ("idle_timeout", "session_max_duration"):
+            self.log.info("upstream closing the session: %s", code)
+        else:
+            self.log.error("upstream error %s: %s", code, error.description[:_LOG_PAYLOAD_CHARS])
+        encoded = cp.encode(error)
+        if code == "idle_timeout" and self._active:
+            self._idle_error = encoded  # sent after the active response's text
+            return
+        self.to_client.append(encoded)
+
+    def _on_item(self, event: oa.ConversationItemCreated | oa.ConversationItemAdded | oa.ConversationItemDone) -> None:
+        item = event.item
+        kind = str(event.__struct_config__.tag)
+        item_type = item.type if item is not None else None
+        item_id = item.id if item is not None and isinstance(item.id, str) else None
+        self.log.info("%s (item %s, type %r, role %r)", kind, item_id, item_type, item.role if item else None)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("%s payload: %s", kind, _loggable(self._raw, 2000))
+        if kind == "conversation.item.done" and item_type == "function_call_output":
+            self._send_deferred_create()
+        if item is not None and self._is_acknowledgement(item, item_id, _ITEM_STAGE[kind]):
+            self._replies_owed += 1
+            self._answer_injects()
+        self._assistant_item_text(item, item_id)
+
+    def _is_acknowledgement(self, item: oa.Item, item_id: str | None, stage: int) -> bool:
+        """Whether this item event acknowledges an injected message not yet acknowledged.
+
+        An id matching an inject acknowledges it. Otherwise (an upstream that does not echo client ids) the next
+        user text message acknowledges the oldest waiting inject. One item's created/added/done count once; an id
+        seen again at the same or an earlier stage is a new item reusing the id, and counts again.
+        """
+        if item_id is not None:
+            last_stage = self._counted_ids.get(item_id)
+            if last_stage is not None and stage > last_stage:
+                self._counted_ids[item_id] = stage  # the same item progressing
+                return False
+        if not self._awaiting_ack:
+            return False
+        if item_id is not None and item_id in self._awaiting_ack:
+            del self._awaiting_ack[item_id]
+        elif item.type == "message" and item.role == "user" and not _audio_only(item.content):
+            self._awaiting_ack.popitem(last=False)
+        else:
+            return False
+        if item_id is not None:
+            self._counted_ids.pop(item_id, None)
+            self._counted_ids[item_id] = stage
+            if len(self._counted_ids) > MAX_REMEMBERED_ITEM_IDS:
+                self._counted_ids.popitem(last=False)
+        return True
+
+    def _assistant_item_text(self, item: oa.Item | None, item_id: str | None) -> None:
+        text = su.assistant_item_text(item)
+        if text is None:
+            return
+        if item_id is not None and item_id in self._ct_item_ids:
+            return
+        if item_id is not None:
+            self._ct_item_ids[item_id] = None
+            if len(self._ct_item_ids) > MAX_REMEMBERED_ITEM_IDS:
+                self._ct_item_ids.popitem(last=False)
+        if su.js_trim(text) == self._last_text:
+            return  # the same text already went out as a fallback
+        self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=text)))
+        self._text_emitted = True
+        self._last_text = su.js_trim(text)
+
+    def _log_only(self, event: Any) -> None:
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("upstream %s (no client message)", event.__struct_config__.tag)
+
+    def _on_unknown_event(self, event: Any) -> None:
+        self.log.warning(
+            "unmapped upstream event type %r (%d chars): %s",
+            str(getattr(event, "type", type(event).__name__))[:100],
+            len(self._raw),
+            _loggable(self._raw, _LOG_PAYLOAD_CHARS),
+        )
+
+    # ===========================================================================================================
+    # Helpers
+
+    def _upstream_usable(self) -> bool:
+        return self._upstream_open and not self._upstream_gone
+
+    def _clear_timers(self) -> None:
+        self._debounce_at = self._coalesce_at = self._watchdog_at = None
+
+    def _send_error(self, code: str, description: str) -> None:
+        if not self._client_gone:
+            self.to_client.append(cp.encode(cp.Error(description=description, code=code)))
+
+    def _overflow(self, when: str) -> None:
+        self.log.warning("client queue overflow %s; closing", when)
+        self._send_error(
+            su.QUEUE_OVERFLOW_CODE,
+            f"Too many client messages arrived {when}; the proxy closed the connection.",
+        )
+        self._fatal = Close(POLICY_VIOLATION, "client queue overflow")
+
+
+def _loggable(raw: Frame, limit: int) -> str:
+    """A raw upstream payload for a log line: truncated, and withheld when it may carry audio."""
+    text = raw if isinstance(raw, str) else raw[:limit].decode(errors="replace")
+    if _AUDIO_FIELD.search(text):
+        return "<payload withheld: may carry audio>"
+    return text[:limit]
+
+
+def _audio_only(content: Any) -> bool:
+    """True for a user item whose parts are all audio (a voice turn, never an injected text)."""
+    parts = content if isinstance(content, list) else [content]
+    kinds = [part.get("type") for part in parts if isinstance(part, dict)]
+    return bool(kinds) and all(kind == "input_audio" for kind in kinds)
