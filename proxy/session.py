@@ -121,14 +121,16 @@ async def tcp_connector(nursery: trio.Nursery, target: UpstreamTarget, limits: L
 
 
 class Outbox:
-    """An ordered, bounded queue of frames for one leg's writer.
+    """An ordered, bounded queue of frames for one leg.
 
-    ``extend`` never blocks (the core's output must be queued in order, synchronously); producers call
-    :meth:`wait_writable` before taking more input, which keeps the queue within its high-water mark plus the
-    output of one input message.
+    ``extend`` never blocks: the core's output is queued synchronously, in order, whatever task produced it. The
+    producing task then sends it itself (:meth:`Session._send_pending`) unless another task is already sending on
+    that leg (``busy``), in which case that task sends it too; so frames go out in queue order with no extra task
+    hop on the hot path. Producers call :meth:`wait_writable` before taking more input, which keeps the queue within
+    its high-water mark plus the output of one input message. The leg's closer waits for :meth:`wait_for_close`.
     """
 
-    __slots__ = ("_bytes", "_close", "_frames", "_max_bytes", "_max_frames", "_reader_lot", "_writer_lot")
+    __slots__ = ("_bytes", "_close", "_close_lot", "_frames", "_max_bytes", "_max_frames", "_reader_lot", "busy")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self._frames: deque[Frame] = deque()
@@ -136,8 +138,10 @@ class Outbox:
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._close: Close | None = None
-        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._close_lot = trio.lowlevel.ParkingLot()
         self._reader_lot = trio.lowlevel.ParkingLot()
+        #: A task is sending this leg's frames right now.
+        self.busy = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -148,13 +152,26 @@ class Outbox:
         self._frames.extend(frames)
         for frame in frames:
             self._bytes += len(frame)
-        self._writer_lot.unpark_all()
+
+    def pop(self) -> Frame | None:
+        if not self._frames:
+            return None
+        frame = self._frames.popleft()
+        self._bytes -= len(frame)
+        if self._reader_lot and self.writable():
+            self._reader_lot.unpark_all()
+        return frame
+
+    def release(self) -> None:
+        self.busy = False
+        if self._close is not None:
+            self._close_lot.unpark_all()
 
     def close_with(self, close: Close) -> None:
         """Queue the final close; frames queued before it are still sent."""
         if self._close is None:
             self._close = close
-            self._writer_lot.unpark_all()
+            self._close_lot.unpark_all()
 
     def writable(self) -> bool:
         return len(self._frames) < self._max_frames and self._bytes < self._max_bytes
@@ -163,18 +180,11 @@ class Outbox:
         while not self.writable():
             await self._reader_lot.park()
 
-    async def next(self) -> Frame | Close:
-        """The next frame to send, or the final Close once everything before it is sent."""
-        while True:
-            if self._frames:
-                frame = self._frames.popleft()
-                self._bytes -= len(frame)
-                if self._reader_lot and self.writable():
-                    self._reader_lot.unpark_all()
-                return frame
-            if self._close is not None:
-                return self._close
-            await self._writer_lot.park()
+    async def wait_for_close(self) -> Close:
+        """Wait until the close is queued and no task is sending; the caller then sends what is left and closes."""
+        while self._close is None or self.busy:
+            await self._close_lot.park()
+        return self._close
 
 
 class _SessionEnded(Exception):
@@ -279,7 +289,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._client_writer)
+                nursery.start_soon(self._closer, self._client, self._to_client)
                 nursery.start_soon(self._upstream_leg)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._max_duration)
@@ -324,30 +334,57 @@ class Session:
             self.stats.client_frames += 1
             core.client_message(message, trio.current_time())
             self._flush()
+            await self._send_pending()
 
-    async def _client_writer(self) -> None:
-        await self._writer(self._client, self._to_client)
+    async def _send_pending(self) -> None:
+        """Send what the core queued, on both legs, from the task that produced it."""
+        if len(self._to_upstream) and self._upstream_writer_started and self._upstream is not None:
+            await self._send_frames(self._upstream, self._to_upstream)
+        if len(self._to_client):
+            await self._send_frames(self._client, self._to_client)
 
-    async def _upstream_writer(self, upstream: WebSocketConnection) -> None:
-        await self._writer(upstream, self._to_upstream)
-
-    async def _writer(self, ws: WebSocketConnection, outbox: Outbox) -> None:
-        send_timeout = self._limits.send_timeout_s
+    async def _send_frames(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+        if outbox.busy or ws in self._broken:
+            return  # the task sending on this leg sends our frames too, in order
+        outbox.busy = True
         try:
-            while True:
-                item = await outbox.next()
-                if isinstance(item, Close):
-                    with trio.move_on_after(self._limits.close_timeout_s):
-                        await ws.aclose(item.code, item.reason)
-                    return
+            await self._drain(ws, outbox)
+        finally:
+            outbox.release()
+
+    async def _drain(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+        """Send every queued frame. A send cut off mid-frame (timeout or cancellation) marks the leg broken."""
+        send_timeout = self._limits.send_timeout_s
+        sending = False
+        try:
+            while (frame := outbox.pop()) is not None:
+                sending = True
                 with trio.fail_after(send_timeout):
-                    await ws.send_message(item)
+                    await ws.send_message(frame)
+                sending = False
         except ConnectionClosed:
-            pass  # the peer is gone; its reader reports how
+            sending = False  # the peer is gone; its reader reports how
         except trio.TooSlowError:
             self._broken.add(ws)
+            sending = False
             log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
             self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
+        finally:
+            if sending:
+                self._broken.add(ws)
+
+    async def _closer(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+        """Once the session ends: send what is still queued on this leg, then its close frame."""
+        try:
+            close = await outbox.wait_for_close()
+            outbox.busy = True
+            if ws not in self._broken:
+                await self._drain(ws, outbox)
+            if ws not in self._broken:
+                with trio.move_on_after(self._limits.close_timeout_s):
+                    await ws.aclose(close.code, close.reason)
+        except ConnectionClosed:
+            pass
         finally:
             self._writer_finished()
 
@@ -366,10 +403,11 @@ class Session:
                     return
                 self._writers_expected = 2
                 self._upstream_writer_started = True
-                nursery.start_soon(self._upstream_writer, upstream)
+                nursery.start_soon(self._closer, upstream, self._to_upstream)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, upstream, "upstream")
                 self._feed(core.upstream_opened)
+                await self._send_pending()
                 await self._upstream_reader(upstream)
                 nursery.cancel_scope.cancel()
         except* ConnectionRejected as group:
@@ -409,6 +447,7 @@ class Session:
             self.stats.upstream_frames += 1
             core.upstream_message(message, trio.current_time())
             self._flush()
+            await self._send_pending()
 
     async def _timer(self) -> None:
         core = self._core
@@ -420,6 +459,7 @@ class Session:
             self._timer_scope = None
             if not self._ending:
                 self._feed(core.timer_fired)
+                await self._send_pending()
 
     async def _max_duration(self) -> None:
         await trio.sleep(self._limits.max_session_s)
