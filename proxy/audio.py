@@ -28,12 +28,19 @@ class Resampler16kTo24k:
     stream anywhere yields the same samples as sending it whole.
     """
 
-    __slots__ = ("_buf", "_carry", "_pos")
+    __slots__ = ("_buf", "_carry", "_pos", "_template")
 
     def __init__(self) -> None:
         self._buf: npt.NDArray[np.int16] = _EMPTY
         self._pos = 0.0
         self._carry = b""
+        self._template: npt.NDArray[np.float64] = np.full(4096, STEP)
+
+    def _steps(self, size: int) -> npt.NDArray[np.float64]:
+        """``size`` increments of STEP (slot 0 is the caller's to overwrite), from a reusable template."""
+        if size > self._template.size:
+            self._template = np.full(max(size, 2 * self._template.size), STEP)
+        return self._template[:size]
 
     @property
     def carried_byte(self) -> bool:
@@ -57,9 +64,10 @@ class Resampler16kTo24k:
         limit = n - 1  # an output needs buf[floor(pos) + 1], i.e. pos < n - 1
         out = b""
         if pos < limit:
-            # Positions pos, pos+STEP, ... accumulated one addition at a time, as the reference does.
+            # Positions pos, pos+STEP, ... accumulated one addition at a time, as the reference does. The
+            # increments come from a reusable template whose first slot holds the start position.
             count_guess = int((limit - pos) / STEP) + 3
-            steps = np.full(count_guess + 1, STEP)
+            steps = self._steps(count_guess + 1)
             steps[0] = pos
             positions = np.add.accumulate(steps)
             while positions[-1] < limit:  # the guess is generous; this only guards the arithmetic
@@ -70,11 +78,18 @@ class Resampler16kTo24k:
             p = positions[:count]
             i0 = p.astype(np.intp)  # p >= 0, so truncation is floor
             f = p - i0
-            a = buf[i0].astype(np.float64)
-            b = buf[i0 + 1].astype(np.float64)
-            values = np.floor(a * (1.0 - f) + b * f + 0.5)
-            np.clip(values, -32768, 32767, out=values)
-            out = values.astype("<i2").tobytes()
+            samples = buf.astype(np.float64)
+            a = samples[i0]
+            b = samples[1:][i0]
+            # a*(1-f) + b*f + 0.5, evaluated in the reference's order, in place.
+            weight = np.subtract(1.0, f)
+            weight *= a
+            f *= b
+            weight += f
+            weight += 0.5
+            np.floor(weight, out=weight)
+            np.clip(weight, -32768, 32767, out=weight)
+            out = weight.astype("<i2").tobytes()
             pos = float(positions[count])
         discard = int(pos)
         if 0 < discard <= n:

@@ -243,9 +243,12 @@ class Session:
             frames, core.to_upstream = core.to_upstream, []
             self.stats.to_upstream_frames += len(frames)
             self._to_upstream.extend(frames)
-        if self._timer_scope is not None:
+        scope = self._timer_scope
+        if scope is not None:
             deadline = core.next_deadline()
-            self._timer_scope.deadline = math.inf if deadline is None else deadline
+            deadline = math.inf if deadline is None else deadline
+            if deadline != scope.deadline:  # re-registering an unchanged deadline still costs a heap push
+                scope.deadline = deadline
         fatal = core.fatal()
         if fatal is not None:
             self._end(fatal, fatal)
