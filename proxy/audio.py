@@ -83,10 +83,10 @@ class Resampler16kTo24k:
             b = samples[1:][i0]
             # a*(1-f) + b*f + 0.5, evaluated in the reference's order, in place.
             weight = np.subtract(1.0, f)
-            weight *= a
-            f *= b
-            weight += f
-            weight += 0.5
+            np.multiply(weight, a, out=weight)
+            np.multiply(f, b, out=f)
+            np.add(weight, f, out=weight)
+            np.add(weight, 0.5, out=weight)
             np.floor(weight, out=weight)
             np.clip(weight, -32768, 32767, out=weight)
             out = weight.astype("<i2").tobytes()
