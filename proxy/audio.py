@@ -19,6 +19,17 @@ OUT_RATE: Final = 24_000
 STEP: Final = IN_RATE / OUT_RATE  # 0.666..., the read-position increment per output sample
 
 _EMPTY: Final[npt.NDArray[np.int16]] = np.zeros(0, dtype=np.int16)
+# Increments of STEP shared by every resampler of the process (push is synchronous and single-threaded, and
+# slot 0 is overwritten by each caller), so an idle session carries no buffer of its own.
+_template: npt.NDArray[np.float64] = np.full(4096, STEP)
+
+
+def _steps(size: int) -> npt.NDArray[np.float64]:
+    """A view of ``size`` increments of STEP; slot 0 is the caller's to overwrite."""
+    global _template
+    if size > _template.size:
+        _template = np.full(max(size, 2 * _template.size), STEP)
+    return _template[:size]
 
 
 class Resampler16kTo24k:
@@ -28,19 +39,12 @@ class Resampler16kTo24k:
     stream anywhere yields the same samples as sending it whole.
     """
 
-    __slots__ = ("_buf", "_carry", "_pos", "_template")
+    __slots__ = ("_buf", "_carry", "_pos")
 
     def __init__(self) -> None:
         self._buf: npt.NDArray[np.int16] = _EMPTY
         self._pos = 0.0
         self._carry = b""
-        self._template: npt.NDArray[np.float64] = np.full(4096, STEP)
-
-    def _steps(self, size: int) -> npt.NDArray[np.float64]:
-        """``size`` increments of STEP (slot 0 is the caller's to overwrite), from a reusable template."""
-        if size > self._template.size:
-            self._template = np.full(max(size, 2 * self._template.size), STEP)
-        return self._template[:size]
 
     @property
     def carried_byte(self) -> bool:
@@ -67,7 +71,7 @@ class Resampler16kTo24k:
             # Positions pos, pos+STEP, ... accumulated one addition at a time, as the reference does. The
             # increments come from a reusable template whose first slot holds the start position.
             count_guess = int((limit - pos) / STEP) + 3
-            steps = self._steps(count_guess + 1)
+            steps = _steps(count_guess + 1)
             steps[0] = pos
             positions = np.add.accumulate(steps)
             while positions[-1] < limit:  # the guess is generous; this only guards the arithmetic
