@@ -1,0 +1,264 @@
+"""``python -m bench``: latency and capacity of the proxy next to a no-relay floor and a naive relay.
+
+Every target gets the same workload, one after the other, against the same in-process upstream; see
+docs/performance.md for what is measured and how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import io
+import itertools
+import math
+import os
+import platform
+import pstats
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .report import RampStep, TargetResult, added, markdown_table, plot, ramp_table, sanitize, write_json
+from .runner import Route, TargetSpec, Workload, measure
+from .upstream import Upstream
+from .wire import TTS_CHUNK_S
+
+DEFAULT_RAMP = "1,10,25,50,100,150,200,250,300,400,500"
+KNOWN_TARGETS = ("direct", "naive", "proxy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--sessions", type=int, default=50, help="concurrent sessions (default 50)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic per target (default 20)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds excluded at the start (default 20%%, max 3)")
+    p.add_argument("--route", choices=("openai", "deepgram"), default="openai")
+    p.add_argument("--targets", default=",".join(KNOWN_TARGETS), help="comma-separated subset of direct,naive,proxy")
+    p.add_argument("--target", metavar="URL", help="benchmark an already running proxy (component protocol) instead")
+    p.add_argument("--target-pid", type=int, help="pid of the --target process, for its CPU and memory")
+    p.add_argument(
+        "--upstream-port", type=int, default=0, help="port of the simulated upstream (fix it for --target; default any)"
+    )
+    p.add_argument("--ramp", action="store_true", help="raise sessions step by step until the budget is exceeded")
+    p.add_argument("--ramp-steps", default=DEFAULT_RAMP, help=f"session counts for --ramp (default {DEFAULT_RAMP})")
+    p.add_argument("--budget-ms", type=float, default=10.0, help="p99 added latency budget for --ramp (default 10)")
+    p.add_argument("--turn-interval", type=float, default=4.0, help="seconds between user turns (default 4)")
+    p.add_argument("--reply-seconds", type=float, default=1.5, help="seconds of audio per reply (default 1.5)")
+    p.add_argument("--grace", type=float, default=1.0, help="seconds to wait for late frames at the end (default 1)")
+    p.add_argument("--connect-concurrency", type=int, default=32, help="sessions connecting at once (default 32)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the sessions' send phases")
+    p.add_argument("--json", metavar="FILE", help="write every number (and the workload) as JSON")
+    p.add_argument("--plot", metavar="FILE", help="latency CDF and latency vs sessions as PNG (needs matplotlib)")
+    p.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile and write its stats here")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    return p
+
+
+@dataclass
+class Outcome:
+    workload: Workload
+    results: list[TargetResult]
+    steps: list[RampStep]
+    largest_passing: int | None
+
+
+def _specs(args: argparse.Namespace) -> list[TargetSpec]:
+    names = [name.strip() for name in args.targets.split(",") if name.strip()]
+    unknown = [name for name in names if name not in KNOWN_TARGETS]
+    if unknown or not names:
+        wrong = ", ".join(unknown) or "(none)"
+        raise SystemExit(f"--targets: unknown target(s) {wrong}; use {','.join(KNOWN_TARGETS)}")
+    if args.ramp:
+        for needed in ("direct", "proxy"):
+            if needed not in names:
+                names.append(needed)
+        names.sort(key=KNOWN_TARGETS.index)
+    specs: list[TargetSpec] = []
+    for name in names:
+        if name == "direct":
+            specs.append(TargetSpec("direct"))
+        elif name == "naive":
+            specs.append(TargetSpec("naive"))
+        elif args.target:
+            specs.append(TargetSpec("target", url=args.target, pid=args.target_pid))
+        else:
+            specs.append(TargetSpec("proxy", profile=os.path.abspath(args.profile) if args.profile else None))
+    return specs
+
+
+def _workload(args: argparse.Namespace, sessions: int) -> Workload:
+    warmup = args.warmup if args.warmup is not None else min(3.0, args.duration * 0.2)
+    route: Route = args.route
+    return Workload(
+        sessions=sessions,
+        duration=args.duration,
+        warmup=warmup,
+        route=route,
+        turn_interval=args.turn_interval,
+        reply_chunks=max(1, round(args.reply_seconds / TTS_CHUNK_S)),
+        grace=args.grace,
+        connect_concurrency=args.connect_concurrency,
+        connect_timeout=30.0,
+        seed=args.seed,
+    )
+
+
+def _judge(results: list[TargetResult], budget_ms: float) -> tuple[dict[str, float], bool, str]:
+    floor = next((r for r in results if r.target == "direct"), None)
+    candidate = next((r for r in results if r.target in ("proxy", "target")), None)
+    if floor is None or candidate is None:
+        return {}, False, "needs direct and proxy"
+    extra = {"mic": added(candidate, floor, "mic"), "tts": added(candidate, floor, "tts")}
+    if not candidate.exact():
+        return extra, False, "frames lost/reordered or sessions failed"
+    if not floor.exact():
+        return extra, False, "the floor itself lost frames (generator saturated)"
+    worst = max(extra.values())
+    if math.isnan(worst) or worst > budget_ms:
+        return extra, False, f"added p99 {worst:.1f} ms"
+    return extra, True, ""
+
+
+async def run(args: argparse.Namespace) -> Outcome:
+    specs = _specs(args)
+    progress = None if args.quiet else sys.stderr
+    upstream = Upstream(reply_chunks=_workload(args, 1).reply_chunks)
+    runs = itertools.count(1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(upstream.serve, "127.0.0.1", args.upstream_port)
+        if args.target:
+            print(f"simulated upstream: ws://127.0.0.1:{upstream.port}/v1/realtime", file=sys.stderr)
+        steps: list[RampStep] = []
+        largest: int | None = None
+        if args.ramp:
+            counts = [int(n) for n in args.ramp_steps.split(",") if n.strip()]
+            results: list[TargetResult] = []
+            for count in counts:
+                workload = _workload(args, count)
+                results = [await measure(spec, workload, upstream, next(runs), progress=progress) for spec in specs]
+                extra, passed, reason = _judge(results, args.budget_ms)
+                steps.append(RampStep(count, extra, passed, reason, results))
+                print(
+                    f"ramp: {count} sessions: added p99 mic {extra.get('mic', math.nan):.2f} ms, "
+                    f"tts {extra.get('tts', math.nan):.2f} ms -> {'pass' if passed else 'FAIL: ' + reason}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if not passed:
+                    break
+                largest = count
+        else:
+            workload = _workload(args, args.sessions)
+            results = [await measure(spec, workload, upstream, next(runs), progress=progress) for spec in specs]
+        nursery.cancel_scope.cancel()
+    return Outcome(workload, results, steps, largest)
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _profile_summary(path: str, limit: int = 25) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(path, stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(limit)
+    return out.getvalue()
+
+
+def render(outcome: Outcome, args: argparse.Namespace) -> str:
+    w = outcome.workload
+    lines = [
+        f"## Benchmark: route {w.route}, {w.sessions} sessions, {w.duration:g} s (warm-up {w.warmup:g} s)",
+        "",
+        f"Workload per session: Settings, 85 ms mic frames (16 kHz PCM16 to the proxy) at real time, a user turn "
+        f"every {w.turn_interval:g} s answered by {w.reply_chunks * TTS_CHUNK_S:g} s of 24 kHz audio in 100 ms "
+        f"chunks at real time. Latencies are one-way, sender to receiver, same clock. "
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        "",
+        markdown_table(outcome.results),
+    ]
+    if args.profile:
+        lines += ["", "The proxy ran under cProfile: its CPU and latency figures are inflated; read the shares only."]
+    if outcome.steps:
+        lines += [
+            "",
+            "### Ramp",
+            "",
+            ramp_table(outcome.steps, args.budget_ms),
+            "",
+            f"Largest passing session count: **{outcome.largest_passing if outcome.largest_passing else 'none'}** "
+            f"(budget: p99 added latency <= {args.budget_ms:g} ms, zero frames lost or reordered).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = sanitize(
+        {
+            "workload": dataclasses.asdict(outcome.workload),
+            "machine": _machine(),
+            "results": [r.to_json() for r in outcome.results],
+            "ramp": [
+                {
+                    "sessions": s.sessions,
+                    "added_p99_ms": s.added_p99_ms,
+                    "passed": s.passed,
+                    "reason": s.reason,
+                    "results": [r.to_json() for r in s.results],
+                }
+                for s in outcome.steps
+            ],
+            "budget_ms": args.budget_ms,
+            "largest_passing_sessions": outcome.largest_passing,
+        }
+    )
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.sessions < 1 or args.duration <= 0:
+        raise SystemExit("--sessions must be >= 1 and --duration > 0")
+    if args.profile and args.ramp:
+        raise SystemExit("--profile profiles one run; use it without --ramp")
+    if args.profile and args.target:
+        raise SystemExit("--profile starts the proxy itself; it cannot profile a --target")
+    if args.plot:
+        try:
+            importlib.import_module("matplotlib")
+        except ImportError:
+            raise SystemExit(
+                "--plot needs matplotlib, which is in the optional 'bench' extra: pip install -e '.[bench]'"
+            ) from None
+    outcome: Outcome | None = None
+    try:
+        outcome = trio.run(run, args)
+    except* KeyboardInterrupt:
+        pass
+    if outcome is None:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    print(render(outcome, args), end="")
+    if args.profile:
+        summary = _profile_summary(args.profile)
+        print(f"\n### Proxy profile ({args.profile}, top functions by own time)\n\n```\n{summary}```")
+    if args.json:
+        write_json(args.json, document(outcome, args))
+    if args.plot:
+        plot(args.plot, outcome.results, outcome.steps)
+    exact = all(r.exact() for r in outcome.results)
+    return 0 if exact or outcome.steps else 1

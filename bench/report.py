@@ -1,0 +1,265 @@
+"""Results: per-target summaries, the markdown table, JSON, and the optional plot."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles of one latency distribution, in milliseconds (NaN when there were no samples)."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, samples_s: list[float] | np.ndarray) -> Latency:
+        data = np.asarray(samples_s, dtype=np.float64) * 1000.0
+        if data.size == 0:
+            return cls(0, math.nan, math.nan, math.nan, math.nan)
+        p50, p90, p99 = np.percentile(data, [50, 90, 99])
+        return cls(int(data.size), float(p50), float(p90), float(p99), float(data.max()))
+
+
+@dataclass
+class Accounting:
+    """Frames of one direction, summed over sessions. Exact: every frame sent is either received or lost."""
+
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    reordered: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class TargetResult:
+    target: str
+    description: str
+    route: str
+    sessions: int
+    sessions_ready: int
+    duration_s: float
+    window_s: float
+    mic: Latency
+    tts: Latency
+    ready: Latency
+    first_audio: Latency
+    mic_frames: Accounting
+    tts_frames: Accounting
+    turns: int
+    errors: int
+    first_error: str
+    messages: int
+    audio_messages: int
+    messages_per_s: float
+    cpu_s: float | None
+    cpu_us_per_message: float | None
+    cpu_us_per_audio_message: float | None
+    rss_base_kib: int | None
+    rss_idle_kib: int | None
+    rss_per_session_kib: float | None
+    rss_peak_kib: int | None
+    generator_cpu_percent: float
+    late_sends: int
+    send_lag_max_ms: float
+    unmatched_upstream: int
+    #: Raw samples for the plot (seconds); not written to JSON.
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def exact(self) -> bool:
+        """Zero frames lost, reordered or duplicated, every session ready, no errors."""
+        return (
+            self.sessions_ready == self.sessions
+            and self.errors == 0
+            and all(a.lost == 0 and a.reordered == 0 and a.duplicates == 0 for a in (self.mic_frames, self.tts_frames))
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("samples", None)
+        return data
+
+
+@dataclass
+class RampStep:
+    sessions: int
+    added_p99_ms: dict[str, float]
+    passed: bool
+    reason: str
+    results: list[TargetResult]
+
+
+def added(result: TargetResult, floor: TargetResult | None, direction: str) -> float:
+    """p99 one-way latency of ``result`` minus the floor's (the direct target) in one direction, ms."""
+    if floor is None:
+        return math.nan
+    mine: Latency = getattr(result, direction)
+    base: Latency = getattr(floor, direction)
+    return mine.p99 - base.p99
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _lat(lat: Latency) -> str:
+    return " / ".join(_ms(v) for v in (lat.p50, lat.p90, lat.p99, lat.max))
+
+
+def _opt(value: float | int | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def markdown_table(results: list[TargetResult]) -> str:
+    """The targets side by side."""
+    floor = next((r for r in results if r.target == "direct"), None)
+    header = "| | " + " | ".join(f"**{r.target}**" for r in results) + " |"
+    rule = "|---|" + "---|" * len(results)
+    rows: list[tuple[str, list[str]]] = [
+        ("what", [r.description for r in results]),
+        ("sessions ready / opened", [f"{r.sessions_ready} / {r.sessions}" for r in results]),
+        ("mic -> upstream p50 / p90 / p99 / max (ms)", [_lat(r.mic) for r in results]),
+        ("upstream -> client p50 / p90 / p99 / max (ms)", [_lat(r.tts) for r in results]),
+        (
+            "added p99 vs direct, mic / tts (ms)",
+            [f"{_ms(added(r, floor, 'mic'))} / {_ms(added(r, floor, 'tts'))}" for r in results],
+        ),
+        ("connect -> SettingsApplied p50 / p99 (ms)", [f"{_ms(r.ready.p50)} / {_ms(r.ready.p99)}" for r in results]),
+        (
+            "user turn -> first audio p50 / p99 (ms)",
+            [f"{_ms(r.first_audio.p50)} / {_ms(r.first_audio.p99)}" for r in results],
+        ),
+        ("CPU µs per audio message", [_opt(r.cpu_us_per_audio_message) for r in results]),
+        ("CPU µs per message (all)", [_opt(r.cpu_us_per_message) for r in results]),
+        ("RSS KiB per idle session", [_opt(r.rss_per_session_kib) for r in results]),
+        ("RSS base / peak (MiB)", [_rss(r) for r in results]),
+        ("messages/s (both directions)", [f"{r.messages_per_s:.0f}" for r in results]),
+        (
+            "mic frames sent / received / lost / reordered",
+            [_frames(r.mic_frames) for r in results],
+        ),
+        (
+            "tts frames sent / received / lost / reordered",
+            [_frames(r.tts_frames) for r in results],
+        ),
+        ("errors", [str(r.errors) + (f" ({r.first_error[:60]})" if r.errors else "") for r in results]),
+        (
+            "generator CPU % / late sends / max lag (ms)",
+            [f"{r.generator_cpu_percent:.0f} / {r.late_sends} / {_ms(r.send_lag_max_ms)}" for r in results],
+        ),
+    ]
+    lines = [header, rule]
+    lines.extend(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows)
+    return "\n".join(lines)
+
+
+def _rss(result: TargetResult) -> str:
+    if result.rss_base_kib is None or result.rss_peak_kib is None:
+        return "-"
+    return f"{result.rss_base_kib / 1024:.1f} / {result.rss_peak_kib / 1024:.1f}"
+
+
+def _frames(acc: Accounting) -> str:
+    extra = f" (+{acc.duplicates} dup)" if acc.duplicates else ""
+    return f"{acc.sent} / {acc.received} / {acc.lost} / {acc.reordered}{extra}"
+
+
+def ramp_table(steps: list[RampStep], budget_ms: float) -> str:
+    lines = [
+        "| sessions | added p99 mic (ms) | added p99 tts (ms) | proxy p99 mic / tts (ms) | lost | "
+        f"pass (budget {budget_ms:g} ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for step in steps:
+        proxy = next((r for r in step.results if r.target != "direct" and r.target != "naive"), None)
+        lost = sum(r.mic_frames.lost + r.tts_frames.lost for r in step.results if r.target != "direct")
+        lines.append(
+            f"| {step.sessions} | {_ms(step.added_p99_ms.get('mic', math.nan))} | "
+            f"{_ms(step.added_p99_ms.get('tts', math.nan))} | "
+            f"{_ms(proxy.mic.p99) if proxy else '-'} / {_ms(proxy.tts.p99) if proxy else '-'} | {lost} | "
+            f"{'yes' if step.passed else 'no: ' + step.reason} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON and plot
+
+
+def write_json(path: str, document: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(document, indent=2, allow_nan=False, default=_json_default) + "\n")
+
+
+def _json_default(value: object) -> object:
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def sanitize(value: Any) -> Any:
+    """NaN/inf become None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v) for v in value]
+    return value
+
+
+def plot(path: str, results: list[TargetResult], steps: list[RampStep]) -> None:
+    """Latency CDFs per target and direction, and (with a ramp) added p99 latency against sessions."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        raise SystemExit(
+            "--plot needs matplotlib, which is in the optional 'bench' extra: pip install -e '.[bench]'"
+        ) from None
+    fig, (cdf, ramp) = plt.subplots(1, 2, figsize=(13, 5))
+    for result in results:
+        for direction, style in (("mic", "-"), ("tts", "--")):
+            data = np.sort(result.samples.get(direction, np.zeros(0))) * 1000.0
+            if data.size:
+                cdf.plot(data, np.arange(1, data.size + 1) / data.size, style, label=f"{result.target} {direction}")
+    cdf.set_xscale("log")
+    cdf.set_xlabel("one-way latency (ms, log)")
+    cdf.set_ylabel("fraction of frames")
+    cdf.set_title("Latency CDF (mic: client -> upstream, tts: upstream -> client)")
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend(fontsize=8)
+    points = steps or [RampStep(results[0].sessions if results else 0, {}, True, "", results)]
+    targets = sorted({r.target for step in points for r in step.results})
+    for target in targets:
+        for direction, style in (("mic", "o-"), ("tts", "s--")):
+            xs, ys = [], []
+            for step in points:
+                for r in step.results:
+                    if r.target == target:
+                        xs.append(step.sessions)
+                        ys.append(getattr(r, direction).p99)
+            ramp.plot(xs, ys, style, label=f"{target} {direction} p99")
+    ramp.set_xlabel("concurrent sessions")
+    ramp.set_ylabel("p99 one-way latency (ms)")
+    ramp.set_title("p99 latency vs sessions")
+    ramp.grid(True, alpha=0.3)
+    ramp.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
