@@ -2,9 +2,9 @@
 
 The algorithm is the reference's linear interpolator, reproduced bit for bit: a float read position advances by
 16000/24000 per output sample (accumulated sequentially in double precision), each output is
-``floor(a*(1-f) + b*f + 0.5)`` clamped to int16, and the last input sample is always held back as look-ahead.
-It is vectorised with numpy: ``np.add.accumulate`` is a sequential running sum, so the positions it produces are
-the same doubles as the reference's ``pos += STEP`` loop.
+``floor(a*(1-f) + b*f + 0.5)`` (the reference's int16 clamp never binds), and the last input sample is always
+held back as look-ahead. It is vectorised with numpy: ``np.add.accumulate`` is a sequential running sum, so the
+positions it produces are the same doubles as the reference's ``pos += STEP`` loop.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class Resampler16kTo24k:
             np.multiply(f, b, out=f)
             np.add(weight, f, out=weight)
             np.add(weight, 0.5, out=weight)
+            # No clamp needed: a value between two int16 samples, rounded, is an int16 sample.
             np.floor(weight, out=weight)
-            np.clip(weight, -32768, 32767, out=weight)
             out = weight.astype("<i2").tobytes()
             pos = float(positions[count])
         discard = int(pos)

@@ -46,11 +46,14 @@ class _PrefixedStream(trio.abc.Stream):
     def __init__(self, prefix: bytes, stream: trio.SocketStream) -> None:
         self._prefix = prefix
         self._stream = stream
+        self.send_all = stream.send_all  # type: ignore[method-assign]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
             if max_bytes is None or max_bytes >= len(self._prefix):
                 data, self._prefix = self._prefix, b""
+                # Replayed: from now on calls go straight to the socket stream (no wrapper on the hot path).
+                self.receive_some = self._stream.receive_some  # type: ignore[method-assign]
             else:
                 data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
             await trio.lowlevel.checkpoint()

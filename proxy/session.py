@@ -130,7 +130,17 @@ class Outbox:
     its high-water mark plus the output of one input message. The leg's closer waits for :meth:`wait_for_close`.
     """
 
-    __slots__ = ("_bytes", "_close", "_close_lot", "_frames", "_max_bytes", "_max_frames", "_reader_lot", "busy")
+    __slots__ = (
+        "_bytes",
+        "_close",
+        "_close_lot",
+        "_frames",
+        "_max_bytes",
+        "_max_frames",
+        "_reader_lot",
+        "busy",
+        "send_started",
+    )
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self._frames: deque[Frame] = deque()
@@ -142,6 +152,8 @@ class Outbox:
         self._reader_lot = trio.lowlevel.ParkingLot()
         #: A task is sending this leg's frames right now.
         self.busy = False
+        #: When the send in progress started (None: no send in progress); watched by the session.
+        self.send_started: float | None = None
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -296,6 +308,7 @@ class Session:
                 nursery.start_soon(self._upstream_leg)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._max_duration)
+                nursery.start_soon(self._send_watchdog)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, self._client, "client")
                 await self._client_reader()
@@ -356,25 +369,43 @@ class Session:
             outbox.release()
 
     async def _drain(self, ws: WebSocketConnection, outbox: Outbox) -> None:
-        """Send every queued frame. A send cut off mid-frame (timeout or cancellation) marks the leg broken."""
-        send_timeout = self._limits.send_timeout_s
+        """Send every queued frame. A send cut off mid-frame (cancellation) marks the leg broken.
+
+        Sends are not wrapped in a timeout each (a cancel scope per frame costs on the hot path): the session's
+        send watchdog aborts a leg whose current send has not completed within ``send_timeout_s``.
+        """
         sending = False
         try:
             while (frame := outbox.pop()) is not None:
                 sending = True
-                with trio.fail_after(send_timeout):
-                    await ws.send_message(frame)
+                outbox.send_started = trio.current_time()
+                await ws.send_message(frame)
+                outbox.send_started = None
                 sending = False
         except ConnectionClosed:
-            sending = False  # the peer is gone; its reader reports how
-        except trio.TooSlowError:
-            self._broken.add(ws)
-            sending = False
-            log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
-            self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
+            sending = False  # the peer is gone (or the watchdog aborted the leg); its reader reports how
         finally:
+            outbox.send_started = None
             if sending:
                 self._broken.add(ws)
+
+    async def _send_watchdog(self) -> None:
+        """Abort a leg whose peer stopped reading: its current send has been pending for ``send_timeout_s``."""
+        send_timeout = self._limits.send_timeout_s
+        tick = min(1.0, send_timeout / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for ws, outbox in ((self._client, self._to_client), (self._upstream, self._to_upstream)):
+                started = outbox.send_started
+                if ws is None or started is None or now - started < send_timeout or ws in self._broken:
+                    continue
+                self._broken.add(ws)
+                log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
+                self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
+                # The send in progress fails once the stream is closed under it; no close frame can follow a
+                # half-written message. trio-websocket has no public abort, hence the private stream.
+                await trio.aclose_forcefully(ws._stream)
 
     async def _closer(self, ws: WebSocketConnection, outbox: Outbox) -> None:
         """Once the session ends: send what is still queued on this leg, then its close frame."""

@@ -132,7 +132,8 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(
         for _ in range(200):
             await up.send_message(b"x" * 65536)
         await done.wait()
-        assert trio.current_time() - start == pytest.approx(30.0)
+        # Cut off once the stuck send is 30 s old, seen by a watchdog that checks every second.
+        assert 30.0 <= trio.current_time() - start <= 31.0 + limits.close_timeout_s
         assert session.closes[0] == Close(1011, "Peer too slow")
         assert (await closed_with(up))[0] == 1011
 
