@@ -85,7 +85,8 @@ async def test_ready_reports_sessions_and_upstream_sources() -> None:
     assert status == 200
     assert ready["status"] == "ready"
     assert ready["sessions"] == 0
-    assert set(ready["upstreams"]) == {"openai", "deepgram_agent", "deepgram_listen"}
+    assert ready["max_sessions"] == 1000
+    assert ready["upstreams"] == {"openai": "simulator", "deepgram_agent": "simulator", "deepgram_listen": "simulator"}
 
 
 async def test_metrics_are_prometheus_text() -> None:
@@ -146,6 +147,9 @@ async def test_sessions_over_capacity_are_refused_with_503() -> None:
                 async with open_websocket_url(f"ws://127.0.0.1:{port}/relay"):
                     pass
             assert info.value.status_code == 503
+        _status, _headers, body = await http_get(port, "/metrics")
+        assert 'proxy_rejected_total{reason="capacity"} 1' in body.decode()
+        assert 'proxy_sessions_active{route="relay"}' in body.decode()
 
 
 async def test_origin_allow_list_is_checked_on_the_upgrade() -> None:
