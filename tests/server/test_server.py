@@ -137,6 +137,16 @@ async def test_query_string_never_affects_routing() -> None:
     assert request.params() == [("service", "x"), ("traceId", "t-1")]
 
 
+@pytest.mark.parametrize("trace", ["has%20space", "x" * 129, "new%0Aline", ""])
+async def test_an_invalid_trace_id_is_replaced_by_the_connection_id(trace: str) -> None:
+    async with echo_upstream() as up, proxy(upstream_port=up) as (server, port):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/relay?traceId={trace}") as ws:
+            await ws.send_message("ping")
+            assert await ws.get_message() == "ping"
+    request = server.seen[0]  # type: ignore[attr-defined]
+    assert request.trace_id == request.connection_id
+
+
 async def test_sessions_over_capacity_are_refused_with_503() -> None:
     config = Config(port=0, limits=Limits(ping_interval_s=0, max_sessions=1))
     async with echo_upstream() as up, proxy(config, upstream_port=up) as (_server, port):

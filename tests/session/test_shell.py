@@ -105,6 +105,7 @@ async def test_other_handshake_statuses_are_reported_generically() -> None:
     async with running_session(RelayCore(), upstream=FakeUpstream(reject=503)) as (browser, _up, _session, _d):
         error = json.loads(await browser.get_message())
         assert error["code"] == "upstream_handshake_failed"
+        assert "HTTP 503" in error["description"]
         assert await closed_with(browser) == (1011, "Upstream unavailable")
 
 
