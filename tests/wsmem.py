@@ -50,6 +50,8 @@ class FakeUpstream:
 
     hold: trio.Event | None = None
     reject: int | None = None
+    #: Sends complete only when the proxy reads them (a proxy that stops reading stalls the upstream).
+    lockstep: bool = False
     connections: int = 0
     live: int = 0
     accepted: trio.MemorySendChannel[WebSocketConnection] | None = None
@@ -63,16 +65,19 @@ class FakeUpstream:
 
     async def connector(self, nursery: trio.Nursery, target: UpstreamTarget, limits: Limits) -> WebSocketConnection:
         self.connections += 1
-        client_stream, server_stream = trio.testing.memory_stream_pair()
+        pair = trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
+        client_stream, server_stream = pair()
         self.live += 1
-        closed_hook = client_stream.send_stream.close_hook
+        send_stream = client_stream.send_stream
+        if isinstance(send_stream, trio.testing.MemorySendStream):  # lockstep streams have no hook: not counted
+            closed_hook = send_stream.close_hook
 
-        def on_close() -> None:
-            self.live -= 1
-            if closed_hook is not None:
-                closed_hook()
+            def on_close() -> None:
+                self.live -= 1
+                if closed_hook is not None:
+                    closed_hook()
 
-        client_stream.send_stream.close_hook = on_close
+            send_stream.close_hook = on_close
         assert self.nursery is not None, "run the FakeUpstream inside running_session()"
         self.nursery.start_soon(self._serve, self.nursery, server_stream)
         try:

@@ -150,3 +150,33 @@ async def test_no_task_is_left_behind_after_either_side_closes() -> None:
             await done.wait()
         await trio.testing.wait_all_tasks_blocked()
         assert trio.lowlevel.current_statistics().tasks_living == baseline
+
+
+async def test_a_slow_client_slows_the_upstream_down_instead_of_growing_a_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Backpressure: while the browser does not read, the proxy stops reading the upstream after a bounded number
+    of frames (so the upstream's own sends stall); once the browser reads, every frame arrives, in order."""
+    limits = Limits(ping_interval_s=0, send_timeout_s=300.0, outbox_high_water_frames=8)
+    fake = FakeUpstream(lockstep=True)
+    session_cm = running_session(RelayCore(), limits=limits, upstream=fake, lockstep_browser=True)
+    async with session_cm as (browser, upstream, _session, _done):
+        up = await upstream.next()
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for i in range(1000):
+                await up.send_message(f"frame {i}")
+                sent += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            await trio.sleep(60)  # long enough for any unbounded queue to swallow all 1000 frames
+            stalled_at = sent
+            assert stalled_at < 100, f"the upstream was never slowed down ({stalled_at} frames accepted)"
+            await trio.sleep(60)
+            assert sent == stalled_at
+            received = [await browser.get_message() for _ in range(1000)]
+        assert received == [f"frame {i}" for i in range(1000)]
+        await browser.aclose()
