@@ -37,6 +37,7 @@ from trio_websocket import (
 from .config import Limits
 from .core import (
     INTERNAL_ERROR,
+    MESSAGE_TOO_BIG,
     NORMAL,
     Close,
     FailureKind,
@@ -47,6 +48,9 @@ from .core import (
 from .protocol import component
 
 log = logging.getLogger("proxy.session")
+
+#: How trio-websocket words the 1009 it sends itself when a peer's message exceeds ``max_message_size``.
+_LOCAL_TOO_BIG = "Exceeded maximum message size"
 
 _ssl_context: ssl.SSLContext | None = None
 
@@ -474,6 +478,11 @@ class Session:
             except ConnectionClosed as exc:
                 if not self._ending:
                     code, reason = _close_of(exc)
+                    if code == MESSAGE_TOO_BIG and (reason or "").startswith(_LOCAL_TOO_BIG):
+                        # Our own 1009 to an upstream that sent too much: for the client that is an upstream
+                        # failure (1011), not "your message was too big".
+                        log.warning("%s: upstream sent a message over the size limit", self._label)
+                        code, reason = None, None
                     self._end(self._feed_close(core.upstream_closed, code, reason), None)
                 return
             if self._ending:

@@ -88,6 +88,7 @@ class FakeUpstream:
                     "upstream.test",
                     target.url,
                     extra_headers=list(target.headers),
+                    max_message_size=limits.upstream_max_message_bytes,
                 )
         except BaseException:
             await trio.aclose_forcefully(client_stream)

@@ -180,3 +180,12 @@ async def test_a_slow_client_slows_the_upstream_down_instead_of_growing_a_queue(
             received = [await browser.get_message() for _ in range(1000)]
         assert received == [f"frame {i}" for i in range(1000)]
         await browser.aclose()
+
+
+async def test_an_oversized_upstream_message_ends_the_session_with_1011_for_the_client() -> None:
+    limits = Limits(ping_interval_s=0, upstream_max_message_bytes=1000)
+    async with running_session(RelayCore(), limits=limits) as (browser, upstream, _session, _done):
+        up = await upstream.next()
+        await up.send_message("x" * 2000)
+        assert (await closed_with(browser))[0] == 1011
+        assert (await closed_with(up))[0] == 1009
