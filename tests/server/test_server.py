@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -271,3 +272,36 @@ async def test_ready_turns_503_while_draining() -> None:
 def test_limits_are_plain_data() -> None:
     limits = replace(Limits(), max_sessions=3)
     assert limits.max_sessions == 3
+
+
+async def test_upstream_failures_and_client_closes_are_counted() -> None:
+    async with proxy(upstream_port=9) as (_server, port):  # nothing listens on port 9
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/relay") as ws:
+            assert json.loads(await ws.get_message())["code"] == "upstream_connect_failed"
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        with trio.fail_after(5):
+            while True:
+                _status, _headers, body = await http_get(port, "/metrics")
+                text = body.decode()
+                if 'proxy_client_close_total{code="1011"} 1' in text:
+                    break
+                await trio.sleep(0.01)
+    assert 'proxy_upstream_failures_total{code="upstream_connect_failed"} 1' in text
+
+
+async def test_client_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = Config(port=0, client_tokens=("tok-SECRET-123",), limits=Limits(ping_interval_s=0))
+    async with echo_upstream() as up, proxy(config, upstream_port=up) as (_server, port):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/relay?token=tok-SECRET-123&traceId=t") as ws:
+            await ws.send_message("x")
+            assert await ws.get_message() == "x"
+        with pytest.raises(ConnectionRejected):
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/relay?token=tok-SECRET-999"):
+                pass
+    # The test's own client logs its URL at DEBUG (trio-websocket's "Connecting to ..."): only the proxy's records
+    # and anything at INFO or above count.
+    ours = [r for r in caplog.records if r.name.startswith("proxy") or r.levelno >= logging.INFO]
+    assert ours, "the session must have logged something"
+    assert not [r for r in ours if "SECRET" in r.getMessage()]
