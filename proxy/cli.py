@@ -19,6 +19,7 @@ from . import config as config_module
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
+    from .server import ProxyServer
     from .sim.server import SimOptions
 
 log = logging.getLogger("proxy")
@@ -192,14 +193,14 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
         print(f"listening on ws://{config.host}:{port}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                if server.session_count == 0 or getattr(server, "_draining", False):
+                if server.session_count == 0 or server.draining:
                     break
                 server.shutdown()
                 nursery.start_soon(_exit_when_idle, server, nursery.cancel_scope)
             nursery.cancel_scope.cancel()
 
 
-async def _exit_when_idle(server: Any, scope: trio.CancelScope) -> None:
+async def _exit_when_idle(server: ProxyServer, scope: trio.CancelScope) -> None:
     deadline = trio.current_time() + server.config.limits.shutdown_grace_s + 1
     while server.session_count and trio.current_time() < deadline:  # noqa: ASYNC110 - polls a plain counter
         await trio.sleep(0.05)

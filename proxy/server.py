@@ -155,6 +155,11 @@ class ProxyServer:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._draining
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled or :meth:`shutdown`; reports the bound port through ``task_status``."""
         config = self.config

@@ -3,16 +3,17 @@
 Tasks in the session nursery:
 
 * ``client reader`` and ``upstream reader`` feed every received message to the core;
-* ``client writer`` and ``upstream writer`` drain an :class:`Outbox` each into their WebSocket;
 * ``timer`` sleeps until the core's next deadline and tells the core when it passes;
-* ``keepalive`` pings per leg, and the session's maximum duration.
+* a ``closer`` per leg waits for the session to end, then sends what is still queued and the close frame;
+* ``keepalive`` pings per leg, the send watchdog, and the session's maximum duration.
 
-Feeding the core and queueing its output is synchronous, so frames keep the order the core produced them in, on
-each leg, whatever task produced them. Readers wait while an outbox is above its high-water mark, so a slow peer
-slows the other side down instead of growing a queue (backpressure), and a peer that stops reading altogether is
-cut off after ``send_timeout_s``.
+Feeding the core and queueing its output in an :class:`Outbox` per leg is synchronous, so frames keep the order the
+core produced them in, whatever task produced them; the producing task then sends them itself (no task hop per
+message). Readers wait while an outbox is above its high-water mark, so a slow peer slows the other side down
+instead of growing a queue (backpressure), and a peer that stops reading altogether is cut off by the watchdog
+after ``send_timeout_s``.
 
-The first leg to end decides the closes (via the core), the writers flush what is queued and send their close
+The first leg to end decides the closes (via the core), the closers flush what is queued and send their close
 frames, and then everything left is cancelled. Closing is shielded and bounded in time.
 """
 
@@ -203,10 +204,6 @@ class Outbox:
         return self._close
 
 
-class _SessionEnded(Exception):
-    pass
-
-
 class Session:
     """One client connection and its upstream. Create, then ``await run()``; it returns when both legs are closed."""
 
@@ -234,9 +231,9 @@ class Session:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._ending = False
-        self._upstream_writer_started = False
-        self._writers_done = 0
-        self._writers_expected = 1
+        self._upstream_closer_started = False
+        self._closers_done = 0
+        self._closers_expected = 1
         #: Legs whose send was cut off mid-frame: they can only be aborted, never closed gracefully.
         self._broken: set[WebSocketConnection] = set()
         #: How the session ended, for logs and metrics: (client close, upstream close).
@@ -284,7 +281,7 @@ class Session:
         self._ending = True
         self.closes = (client_close, upstream_close)
         self._to_client.close_with(client_close or Close(NORMAL))
-        if self._upstream_writer_started:
+        if self._upstream_closer_started:
             self._to_upstream.close_with(upstream_close or Close(NORMAL))
         assert self._nursery is not None
         self._nursery.cancel_scope.deadline = min(
@@ -296,9 +293,9 @@ class Session:
         if self._nursery is not None:
             self._end(close, close)
 
-    def _writer_finished(self) -> None:
-        self._writers_done += 1
-        if self._writers_done >= self._writers_expected and self._ending:
+    def _closer_finished(self) -> None:
+        self._closers_done += 1
+        if self._closers_done >= self._closers_expected and self._ending:
             assert self._nursery is not None
             self._nursery.cancel_scope.cancel()
 
@@ -358,7 +355,7 @@ class Session:
 
     async def _send_pending(self) -> None:
         """Send what the core queued, on both legs, from the task that produced it."""
-        if len(self._to_upstream) and self._upstream_writer_started and self._upstream is not None:
+        if len(self._to_upstream) and self._upstream_closer_started and self._upstream is not None:
             await self._send_frames(self._upstream, self._to_upstream)
         if len(self._to_client):
             await self._send_frames(self._client, self._to_client)
@@ -424,7 +421,7 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
-            self._writer_finished()
+            self._closer_finished()
 
     async def _upstream_leg(self) -> None:
         core = self._core
@@ -439,8 +436,8 @@ class Session:
                 self._upstream = upstream
                 if self._ending:
                     return
-                self._writers_expected = 2
-                self._upstream_writer_started = True
+                self._closers_expected = 2
+                self._upstream_closer_started = True
                 nursery.start_soon(self._closer, upstream, self._to_upstream)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, upstream, "upstream")
