@@ -75,8 +75,6 @@ class Limits:
     handshake_timeout_s: float = 10.0
     client_max_message_bytes: int = 1 << 20
     upstream_max_message_bytes: int = 16 << 20
-    client_message_queue: int = 16
-    upstream_message_queue: int = 16
     outbox_high_water_frames: int = 256
     outbox_high_water_bytes: int = 4 << 20
     upstream_connect_timeout_s: float = 10.0

@@ -2,7 +2,8 @@
 
 Each TCP connection gets its request head read with h11 (bounded in size and time). Plain HTTP requests are
 answered here (``/health``, ``/ready``, ``/metrics``, 404 otherwise); WebSocket upgrades to a known route are handed,
-with the bytes already read, to trio-websocket, and become a :class:`~proxy.session.Session`. Unknown upgrade paths,
+to the proxy's WebSocket layer (:mod:`proxy.ws`) with any bytes read past the head, and become a
+:class:`~proxy.session.Session`. Unknown upgrade paths,
 bad origins or tokens, and connections over capacity are refused with an HTTP status before any WebSocket exists.
 
 One session's failure is logged and contained: it never reaches another session or the accept loop.
@@ -22,55 +23,23 @@ from urllib.parse import parse_qsl
 
 import h11
 import trio
-from trio_websocket import wrap_server_stream
 
 from .config import Config
 from .core import GOING_AWAY, Close
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
+from .ws import Refusal, WebSocket, accept_response, parse_upgrade
 
 log = logging.getLogger("proxy.server")
 
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
+_TEXT = b"text/plain; charset=utf-8"
 _TRACE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: Sent on every 101 as on every HTTP answer (the reference set them on HTTP answers only).
 _UPGRADE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Cache-Control", b"no-store"),
 )
-
-
-class _PrefixedStream(trio.abc.Stream):
-    """A stream that first returns bytes already read from ``stream`` (the request head), then the stream."""
-
-    def __init__(self, prefix: bytes, stream: trio.SocketStream) -> None:
-        self._prefix = prefix
-        self._stream = stream
-        self.send_all = stream.send_all  # type: ignore[method-assign]
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            if max_bytes is None or max_bytes >= len(self._prefix):
-                data, self._prefix = self._prefix, b""
-                # Replayed: from now on calls go straight to the socket stream (no wrapper on the hot path).
-                self.receive_some = self._stream.receive_some  # type: ignore[method-assign]
-            else:
-                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 @dataclass(slots=True)
@@ -194,8 +163,8 @@ class ProxyServer:
                     head = await _read_request_head(stream)
             if head is None:
                 return  # garbage, too large, or too slow: just drop the connection
-            request, raw = head
-            await self._dispatch(stream, request, raw)
+            request, buffered = head
+            await self._dispatch(stream, request, buffered)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -204,7 +173,7 @@ class ProxyServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _dispatch(self, stream: trio.SocketStream, request: h11.Request, raw: bytes) -> None:
+    async def _dispatch(self, stream: trio.SocketStream, request: h11.Request, buffered: bytes) -> None:
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         headers = {name.lower(): value for name, value in request.headers}
@@ -226,7 +195,7 @@ class ProxyServer:
         if refusal is not None:
             await self._refuse(stream, refusal.status, refusal.message, "unauthorized")
             return
-        await self._run_websocket(stream, raw, route, request, path, query)
+        await self._run_websocket(stream, buffered, route, request, path, query)
 
     def _check_client(self, headers: dict[bytes, bytes], query: str) -> Reject | None:
         config = self.config
@@ -244,7 +213,7 @@ class ProxyServer:
     async def _run_websocket(
         self,
         stream: trio.SocketStream,
-        raw: bytes,
+        buffered: bytes,
         route: tuple[str, Route],
         request: h11.Request,
         path: str,
@@ -255,60 +224,59 @@ class ProxyServer:
         connection_id = f"c{next(self._ids)}"
         trace = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "traceId"]
         trace_id = trace[0].strip() if trace and _TRACE_ID.fullmatch(trace[0].strip()) else connection_id
-        async with trio.open_nursery() as nursery:  # hosts the client WebSocket's reader task
-            with trio.move_on_after(limits.handshake_timeout_s) as handshake:
-                ws_request = await wrap_server_stream(
-                    nursery,
-                    _PrefixedStream(raw, stream),
-                    message_queue_size=limits.client_message_queue,
-                    max_message_size=limits.client_max_message_bytes,
-                    receive_buffer_size=None,
-                )
-                route_request = RouteRequest(
-                    path=path,
-                    query=query,
-                    headers=tuple(ws_request.headers),
-                    subprotocols=ws_request.proposed_subprotocols,
-                    connection_id=connection_id,
-                    trace_id=trace_id,
-                )
-                try:
-                    decision = make(self.config, route_request)
-                except Exception:
-                    self.metrics.session_errors_total += 1
-                    log.exception("%s: internal error while setting up %s", connection_id, route_name)
-                    decision = Reject(500, "Internal Server Error")
-                if isinstance(decision, Reject):
-                    self._count(self.metrics.rejected_total, "policy")
-                    await ws_request.reject(decision.status, body=decision.message.encode())
-                    nursery.cancel_scope.cancel()
-                    return
-                client = await ws_request.accept(subprotocol=decision.subprotocol, extra_headers=list(_UPGRADE_HEADERS))
-            if handshake.cancelled_caught:
-                nursery.cancel_scope.cancel()
-                return
-            assert isinstance(decision, RouteDecision)
-            label = f"{route_name} {connection_id}"
-            stats = SessionStats()
-            session = Session(client, decision.core, decision.target, limits, label=label, stats=stats)
-            self._sessions[session] = route_name
-            self._count(self.metrics.sessions_total, route_name)
-            self._count(self.metrics.sessions_active, route_name)
-            log.info("%s: client connected (trace_id=%s)", label, trace_id)
-            try:
-                await session.run()
-            finally:
-                del self._sessions[session]
-                self.metrics.sessions_active[route_name] -= 1
-                self._fold_stats(session)
-                client_close, upstream_close = session.closes
-                log.info(
-                    "%s: closed (client=%s, upstream=%s)",
-                    label,
-                    client_close.code if client_close else "-",
-                    upstream_close.code if upstream_close else "-",
-                )
-            nursery.cancel_scope.cancel()
+        upgrade = parse_upgrade(request)
+        if isinstance(upgrade, Refusal):
+            self._count(self.metrics.rejected_total, "handshake")
+            await _send_http(stream, upgrade.status, upgrade.message.encode(), _TEXT, extra=upgrade.headers)
+            return
+        route_request = RouteRequest(
+            path=path,
+            query=query,
+            headers=upgrade.headers,
+            subprotocols=upgrade.subprotocols,
+            connection_id=connection_id,
+            trace_id=trace_id,
+        )
+        try:
+            decision = make(self.config, route_request)
+        except Exception:
+            self.metrics.session_errors_total += 1
+            log.exception("%s: internal error while setting up %s", connection_id, route_name)
+            decision = Reject(500, "Internal Server Error")
+        if isinstance(decision, Reject):
+            await self._refuse(stream, decision.status, decision.message, "policy")
+            return
+        with trio.move_on_after(limits.handshake_timeout_s) as handshake:
+            await stream.send_all(accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS))
+        if handshake.cancelled_caught:
+            return
+        client = WebSocket(
+            stream,
+            client=False,
+            max_message_size=limits.client_max_message_bytes,
+            subprotocol=decision.subprotocol,
+            buffered=buffered,
+        )
+        label = f"{route_name} {connection_id}"
+        stats = SessionStats()
+        session = Session(client, decision.core, decision.target, limits, label=label, stats=stats)
+        self._sessions[session] = route_name
+        self._count(self.metrics.sessions_total, route_name)
+        self._count(self.metrics.sessions_active, route_name)
+        log.info("%s: client connected (trace_id=%s)", label, trace_id)
+        try:
+            await session.run()
+        finally:
+            del self._sessions[session]
+            self.metrics.sessions_active[route_name] -= 1
+            self._fold_stats(session)
+            client_close, upstream_close = session.closes
+            log.info(
+                "%s: closed (client=%s, upstream=%s)",
+                label,
+                client_close.code if client_close else "-",
+                upstream_close.code if upstream_close else "-",
+            )
 
     def _fold_stats(self, session: Session) -> None:
         stats, metrics = session.stats, self.metrics
@@ -327,7 +295,7 @@ class ProxyServer:
 
     async def _refuse(self, stream: trio.SocketStream, status: int, message: str, reason: str) -> None:
         self._count(self.metrics.rejected_total, reason)
-        await _send_http(stream, status, message.encode(), b"text/plain; charset=utf-8")
+        await _send_http(stream, status, message.encode(), _TEXT)
 
     async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str) -> None:
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
@@ -368,29 +336,35 @@ def _json(value: object) -> bytes:
 
 
 async def _read_request_head(stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
-    """Read one HTTP request head; return it with every byte read so far (for the WebSocket layer to replay)."""
+    """Read one HTTP request head; return it with the bytes received after it (early WebSocket frames)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
-    raw = bytearray()
+    received = 0
     while True:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError:
-            await _send_http(stream, 400, b"Bad Request", b"text/plain; charset=utf-8")
+            await _send_http(stream, 400, b"Bad Request", _TEXT)
             return None
         if isinstance(event, h11.Request):
-            return event, bytes(raw)
+            return event, bytes(conn.trailing_data[0])
         if event is h11.NEED_DATA:
             data = await stream.receive_some(4096)
-            if not data or len(raw) + len(data) > MAX_REQUEST_HEAD_BYTES + 4096:
+            received += len(data)
+            if not data or received > MAX_REQUEST_HEAD_BYTES + 4096:
                 return None
-            raw += data
             conn.receive_data(data)
         else:
             return None
 
 
 async def _send_http(
-    stream: trio.SocketStream, status: int, body: bytes, content_type: bytes, *, allow: bytes | None = None
+    stream: trio.SocketStream,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    *,
+    allow: bytes | None = None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     headers = [
         (b"Content-Type", content_type),
@@ -401,6 +375,7 @@ async def _send_http(
     ]
     if allow is not None:
         headers.append((b"Allow", allow))
+    headers.extend(extra)
     conn = h11.Connection(h11.SERVER)
     # h11 needs to have seen a request before it will serialise a response; feed it a minimal one.
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -28,12 +28,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
 
 from .config import Limits
 from .core import (
@@ -47,11 +41,9 @@ from .core import (
     UpstreamFailure,
 )
 from .protocol import component
+from .ws import ConnectionClosed, ConnectionRejected, HandshakeFailed, WebSocket, connect
 
 log = logging.getLogger("proxy.session")
-
-#: How trio-websocket words the 1009 it sends itself when a peer's message exceeds ``max_message_size``.
-_LOCAL_TOO_BIG = "Exceeded maximum message size"
 
 _ssl_context: ssl.SSLContext | None = None
 
@@ -86,15 +78,14 @@ class SessionStats:
     upstream_failures: dict[str, int] = field(default_factory=dict)
 
 
-Connector = Callable[[trio.Nursery, UpstreamTarget, Limits], Awaitable[WebSocketConnection]]
+Connector = Callable[[UpstreamTarget, Limits], Awaitable[WebSocket]]
 
 
-async def tcp_connector(nursery: trio.Nursery, target: UpstreamTarget, limits: Limits) -> WebSocketConnection:
+async def tcp_connector(target: UpstreamTarget, limits: Limits) -> WebSocket:
     """Open the upstream WebSocket over TCP (TLS for wss://), bounded by the connect timeout.
 
-    trio-websocket's URL helpers leave the TCP connection open when cancelled mid-handshake; here the stream is
-    closed on any failure or cancellation, so a client that leaves early never leaves an upstream session behind.
-    Handshake rejections surface as ``ConnectionRejected`` from the connection's reader task in ``nursery``.
+    The stream is closed on any failure or cancellation, so a client that leaves early never leaves an upstream
+    connection behind. Raises ``ConnectionRejected`` (non-101 answer) or ``HandshakeFailed`` (invalid answer).
     """
     parts = urlsplit(target.url)
     tls = parts.scheme == "wss"
@@ -109,16 +100,13 @@ async def tcp_connector(nursery: trio.Nursery, target: UpstreamTarget, limits: L
             if tls:
                 stream = trio.SSLStream(tcp, _default_ssl_context(), server_hostname=host, https_compatible=True)
                 await stream.do_handshake()
-            return await wrap_client_stream(
-                nursery,
+            return await connect(
                 stream,
                 host_header,
                 resource,
-                subprotocols=list(target.subprotocols) or None,
-                extra_headers=list(target.headers),
-                message_queue_size=limits.upstream_message_queue,
+                subprotocols=target.subprotocols,
+                extra_headers=target.headers,
                 max_message_size=limits.upstream_max_message_bytes,
-                receive_buffer_size=None,
             )
         except BaseException:
             await trio.aclose_forcefully(stream)
@@ -209,7 +197,7 @@ class Session:
 
     def __init__(
         self,
-        client: WebSocketConnection,
+        client: WebSocket,
         core: SessionCore,
         target: UpstreamTarget | UpstreamFailure,
         limits: Limits,
@@ -225,7 +213,7 @@ class Session:
         self._label = label
         self.stats = stats if stats is not None else SessionStats()
         self._connector = connector if connector is not None else tcp_connector
-        self._upstream: WebSocketConnection | None = None
+        self._upstream: WebSocket | None = None
         self._to_client = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
         self._to_upstream = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
         self._timer_scope: trio.CancelScope | None = None
@@ -235,7 +223,7 @@ class Session:
         self._closers_done = 0
         self._closers_expected = 1
         #: Legs whose send was cut off mid-frame: they can only be aborted, never closed gracefully.
-        self._broken: set[WebSocketConnection] = set()
+        self._broken: set[WebSocket] = set()
         #: How the session ended, for logs and metrics: (client close, upstream close).
         self.closes: tuple[Close | None, Close | None] = (None, None)
 
@@ -323,9 +311,8 @@ class Session:
             if ws is None:
                 continue
             if ws in self._broken:
-                # A frame was cut off mid-send: a close frame now would corrupt the stream, so abort the
-                # connection. trio-websocket has no public abort, hence the private stream.
-                await trio.aclose_forcefully(ws._stream)
+                # A frame was cut off mid-send: a close frame now would corrupt the stream.
+                await ws.abort()
             elif ws.closed is None:
                 close = close or Close(INTERNAL_ERROR)
                 await ws.aclose(close.code, close.reason)
@@ -342,8 +329,7 @@ class Session:
                 message = await client.get_message()
             except ConnectionClosed as exc:
                 if not self._ending:
-                    code, reason = _close_of(exc)
-                    self._end(None, self._feed_close(core.client_closed, code, reason))
+                    self._end(None, self._feed_close(core.client_closed, exc.reason.code, exc.reason.reason))
                 # The session continues until the writers have flushed and closed (bounded by close_timeout_s).
                 await trio.sleep_forever()
             if self._ending:
@@ -360,7 +346,7 @@ class Session:
         if len(self._to_client):
             await self._send_frames(self._client, self._to_client)
 
-    async def _send_frames(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+    async def _send_frames(self, ws: WebSocket, outbox: Outbox) -> None:
         if outbox.busy or ws in self._broken:
             return  # the task sending on this leg sends our frames too, in order
         outbox.busy = True
@@ -369,7 +355,7 @@ class Session:
         finally:
             outbox.release()
 
-    async def _drain(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+    async def _drain(self, ws: WebSocket, outbox: Outbox) -> None:
         """Send every queued frame. A send cut off mid-frame (cancellation) marks the leg broken.
 
         Sends are not wrapped in a timeout each (a cancel scope per frame costs on the hot path): the session's
@@ -404,11 +390,11 @@ class Session:
                 self._broken.add(ws)
                 log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
                 self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
-                # The send in progress fails once the stream is closed under it; no close frame can follow a
-                # half-written message. trio-websocket has no public abort, hence the private stream.
-                await trio.aclose_forcefully(ws._stream)
+                # The send in progress fails once the transport is dropped under it; no close frame can follow a
+                # half-written message.
+                await ws.abort()
 
-    async def _closer(self, ws: WebSocketConnection, outbox: Outbox) -> None:
+    async def _closer(self, ws: WebSocket, outbox: Outbox) -> None:
         """Once the session ends: send what is still queued on this leg, then its close frame."""
         try:
             close = await outbox.wait_for_close()
@@ -432,7 +418,7 @@ class Session:
         failure: UpstreamFailure | None = None
         try:
             async with trio.open_nursery() as nursery:
-                upstream = await self._connector(nursery, target, self._limits)
+                upstream = await self._connector(target, self._limits)
                 self._upstream = upstream
                 if self._ending:
                     return
@@ -451,6 +437,8 @@ class Session:
             status = rejected.status_code
             kind = FailureKind.AUTH if status in (401, 403) else FailureKind.HANDSHAKE
             failure = UpstreamFailure(kind, status)
+        except* HandshakeFailed:
+            failure = UpstreamFailure(FailureKind.HANDSHAKE)
         except* (OSError, trio.BrokenResourceError, ssl.SSLError):
             failure = UpstreamFailure(FailureKind.CONNECT)
         except* trio.TooSlowError:
@@ -464,7 +452,7 @@ class Session:
         log.warning("%s: upstream unavailable (%s)", self._label, code)
         self._end(self._feed_close(lambda _c, _r, now: self._core.upstream_failed(failure, now), None, None), None)
 
-    async def _upstream_reader(self, upstream: WebSocketConnection) -> None:
+    async def _upstream_reader(self, upstream: WebSocket) -> None:
         core = self._core
         to_client = self._to_client
         while True:
@@ -474,8 +462,9 @@ class Session:
                 message = await upstream.get_message()
             except ConnectionClosed as exc:
                 if not self._ending:
-                    code, reason = _close_of(exc)
-                    if code == MESSAGE_TOO_BIG and (reason or "").startswith(_LOCAL_TOO_BIG):
+                    code: int | None = exc.reason.code
+                    reason = exc.reason.reason
+                    if code == MESSAGE_TOO_BIG and not exc.reason.by_peer:
                         # Our own 1009 to an upstream that sent too much: for the client that is an upstream
                         # failure (1011), not "your message was too big".
                         log.warning("%s: upstream sent a message over the size limit", self._label)
@@ -518,7 +507,7 @@ class Session:
         )
         self._end(Close(NORMAL, "Maximum session duration"), Close(NORMAL))
 
-    async def _keepalive(self, ws: WebSocketConnection, leg: str) -> None:
+    async def _keepalive(self, ws: WebSocket, leg: str) -> None:
         limits = self._limits
         while True:
             await trio.sleep(limits.ping_interval_s)
@@ -534,10 +523,3 @@ class Session:
                 else:
                     self._end(Close(INTERNAL_ERROR, "Upstream ping timeout"), Close(INTERNAL_ERROR))
                 return
-
-
-def _close_of(exc: ConnectionClosed) -> tuple[int | None, str | None]:
-    reason = exc.reason
-    if reason is None:
-        return None, None
-    return reason.code, reason.reason

@@ -17,22 +17,35 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_st
 
 from proxy.config import Limits
 from proxy.core import Close, Frame, SessionCore, UpstreamFailure, relay_close
+from proxy.server import _read_request_head
 from proxy.session import Session, UpstreamTarget
+from proxy.ws import Upgrade, WebSocket, accept_response, connect, parse_upgrade
 
 
-async def ws_pair(nursery: trio.Nursery, *, lockstep: bool = False) -> tuple[WebSocketConnection, WebSocketConnection]:
-    """An accepted (client side, server side) WebSocket pair over memory streams.
+async def accept_proxy_side(stream: trio.abc.Stream, *, max_message_size: int = 1 << 20) -> WebSocket:
+    """The proxy's server side of a WebSocket handshake, as ``proxy.server`` does it."""
+    head = await _read_request_head(stream)  # type: ignore[arg-type]
+    assert head is not None
+    request, buffered = head
+    upgrade = parse_upgrade(request)
+    assert isinstance(upgrade, Upgrade)
+    await stream.send_all(accept_response(upgrade.key))
+    return WebSocket(stream, client=False, max_message_size=max_message_size, buffered=buffered)
 
+
+async def ws_pair(nursery: trio.Nursery, *, lockstep: bool = False) -> tuple[WebSocketConnection, WebSocket]:
+    """An accepted (browser, proxy's client leg) WebSocket pair over memory streams.
+
+    The browser side is trio-websocket, an independent implementation; the proxy side is ``proxy.ws``.
     ``lockstep``: a send completes only when the peer reads it (a peer that stops reading stalls the sender, as a
     full TCP window does); otherwise sends are buffered without limit.
     """
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_stream, server_stream = pair()
-    accepted: list[WebSocketConnection] = []
+    accepted: list[WebSocket] = []
 
     async def accept() -> None:
-        request = await wrap_server_stream(nursery, server_stream)
-        accepted.append(await request.accept())
+        accepted.append(await accept_proxy_side(server_stream))
 
     async with trio.open_nursery() as handshake:
         handshake.start_soon(accept)
@@ -63,7 +76,7 @@ class FakeUpstream:
     def __post_init__(self) -> None:
         self.accepted, self.receive = trio.open_memory_channel[WebSocketConnection](8)
 
-    async def connector(self, nursery: trio.Nursery, target: UpstreamTarget, limits: Limits) -> WebSocketConnection:
+    async def connector(self, target: UpstreamTarget, limits: Limits) -> WebSocket:
         self.connections += 1
         pair = trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
         client_stream, server_stream = pair()
@@ -82,12 +95,12 @@ class FakeUpstream:
         self.nursery.start_soon(self._serve, self.nursery, server_stream)
         try:
             with trio.fail_after(limits.upstream_connect_timeout_s):
-                return await wrap_client_stream(
-                    nursery,
-                    client_stream,  # type: ignore[arg-type]
+                return await connect(
+                    client_stream,
                     "upstream.test",
                     target.url,
-                    extra_headers=list(target.headers),
+                    subprotocols=target.subprotocols,
+                    extra_headers=target.headers,
                     max_message_size=limits.upstream_max_message_bytes,
                 )
         except BaseException:
