@@ -80,8 +80,9 @@ class Resampler16kTo24k:
                 positions = np.concatenate((positions, np.add.accumulate(more)))
             count = int(np.searchsorted(positions, limit, side="left"))
             p = positions[:count]
-            i0 = p.astype(np.intp)  # p >= 0, so truncation is floor
-            f = p - i0
+            floor = np.floor(p)
+            i0 = floor.astype(np.intp)
+            f = p - floor  # the same doubles as p - i0 (floor(p) is an exact integer), without a mixed-type op
             samples = buf.astype(np.float64)
             a = samples[i0]
             b = samples[1:][i0]

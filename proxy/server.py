@@ -28,6 +28,7 @@ from .config import Config
 from .core import GOING_AWAY, Close
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
+from .transport import SocketTransport
 from .ws import Refusal, WebSocket, accept_response, parse_upgrade
 
 log = logging.getLogger("proxy.server")
@@ -250,8 +251,9 @@ class ProxyServer:
             await stream.send_all(accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS))
         if handshake.cancelled_caught:
             return
+        transport = SocketTransport.take_over(stream)
         client = WebSocket(
-            stream,
+            transport,
             client=False,
             max_message_size=limits.client_max_message_bytes,
             subprotocol=decision.subprotocol,
@@ -267,6 +269,7 @@ class ProxyServer:
         try:
             await session.run()
         finally:
+            await trio.aclose_forcefully(transport)
             del self._sessions[session]
             self.metrics.sessions_active[route_name] -= 1
             self._fold_stats(session)

@@ -41,6 +41,7 @@ from .core import (
     UpstreamFailure,
 )
 from .protocol import component
+from .transport import SocketTransport
 from .ws import ConnectionClosed, ConnectionRejected, HandshakeFailed, WebSocket, connect
 
 log = logging.getLogger("proxy.session")
@@ -94,8 +95,8 @@ async def tcp_connector(target: UpstreamTarget, limits: Limits) -> WebSocket:
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = host if parts.port is None else f"{host}:{port}"
     with trio.fail_after(limits.upstream_connect_timeout_s):
-        tcp = await trio.open_tcp_stream(host, port)
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+        tcp = SocketTransport.take_over(await trio.open_tcp_stream(host, port))
+        stream: SocketTransport | trio.SSLStream[SocketTransport] = tcp
         try:
             if tls:
                 stream = trio.SSLStream(tcp, _default_ssl_context(), server_hostname=host, https_compatible=True)
