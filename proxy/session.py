@@ -133,7 +133,6 @@ class Outbox:
         "_max_frames",
         "_reader_lot",
         "busy",
-        "send_started",
     )
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
@@ -146,8 +145,6 @@ class Outbox:
         self._reader_lot = trio.lowlevel.ParkingLot()
         #: A task is sending this leg's frames right now.
         self.busy = False
-        #: When the send in progress started (None: no send in progress); watched by the session.
-        self.send_started: float | None = None
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -366,14 +363,11 @@ class Session:
         try:
             while (frame := outbox.pop()) is not None:
                 sending = True
-                outbox.send_started = trio.current_time()
                 await ws.send_message(frame)
-                outbox.send_started = None
                 sending = False
         except ConnectionClosed:
             sending = False  # the peer is gone (or the watchdog aborted the leg); its reader reports how
         finally:
-            outbox.send_started = None
             if sending:
                 self._broken.add(ws)
 
@@ -384,8 +378,8 @@ class Session:
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
-            for ws, outbox in ((self._client, self._to_client), (self._upstream, self._to_upstream)):
-                started = outbox.send_started
+            for ws in (self._client, self._upstream):
+                started = None if ws is None else ws.send_started
                 if ws is None or started is None or now - started < send_timeout or ws in self._broken:
                     continue
                 self._broken.add(ws)
@@ -509,18 +503,34 @@ class Session:
         self._end(Close(NORMAL, "Maximum session duration"), Close(NORMAL))
 
     async def _keepalive(self, ws: WebSocket, leg: str) -> None:
+        """Ping ``leg`` every ``ping_interval_s``; end the session if the peer shows no life for ``ping_timeout_s``.
+
+        Only the wait for the pong is timed (a ping frame is never cut off half-written; a send that does not
+        complete is the send watchdog's business). A late pong counts against the peer only if the leg's reader
+        is waiting for data and nothing arrived from the peer meanwhile: while the proxy itself is not reading
+        that leg (backpressure, a blocked send), the pong may be sitting unread behind data, and any frame from
+        the peer proves it alive as well as a pong does.
+        """
         limits = self._limits
+        stats = self.stats
         while True:
             await trio.sleep(limits.ping_interval_s)
+            received = stats.client_frames if leg == "client" else stats.upstream_frames
             try:
-                with trio.fail_after(limits.ping_timeout_s):
-                    await ws.ping()
+                answered = await ws.send_ping()
             except ConnectionClosed:
                 return
-            except trio.TooSlowError:
-                log.warning("%s: %s did not answer a ping within %.0f s", self._label, leg, limits.ping_timeout_s)
-                if leg == "client":
-                    self._end(Close(INTERNAL_ERROR, "Ping timeout"), Close(NORMAL))
-                else:
-                    self._end(Close(INTERNAL_ERROR, "Upstream ping timeout"), Close(INTERNAL_ERROR))
+            with trio.move_on_after(limits.ping_timeout_s) as waiting:
+                await answered.wait()
+            if ws.closed is not None:
                 return
+            if not waiting.cancelled_caught or not ws.receiving:
+                continue
+            if received != (stats.client_frames if leg == "client" else stats.upstream_frames):
+                continue
+            log.warning("%s: %s did not answer a ping within %.0f s", self._label, leg, limits.ping_timeout_s)
+            if leg == "client":
+                self._end(Close(INTERNAL_ERROR, "Ping timeout"), Close(NORMAL))
+            else:
+                self._end(Close(INTERNAL_ERROR, "Upstream ping timeout"), Close(INTERNAL_ERROR))
+            return

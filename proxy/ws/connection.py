@@ -70,6 +70,7 @@ class WebSocket:
         "_send_lot",
         "_sending",
         "_stream",
+        "send_started",
         "subprotocol",
     )
 
@@ -100,6 +101,13 @@ class WebSocket:
         self._send_lot = trio.lowlevel.ParkingLot()
         self._pings: dict[bytes, trio.Event] = {}
         self._ping_ids = itertools.count()
+        #: When the frame being written started to be written (None: no write in progress); for send watchdogs.
+        self.send_started: float | None = None
+
+    @property
+    def receiving(self) -> bool:
+        """A task is waiting in :meth:`get_message` (or :meth:`aclose` is reading the peer's close)."""
+        return self._receiving
 
     @property
     def closed(self) -> CloseReason | None:
@@ -201,6 +209,23 @@ class WebSocket:
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for its pong (answered by whichever task is reading). Raises ConnectionClosed."""
+        if payload is None:
+            payload = next(self._ping_ids).to_bytes(8, "big")
+        answered = await self.send_ping(payload)
+        try:
+            await answered.wait()
+        finally:
+            if self._pings.get(payload) is answered:
+                del self._pings[payload]  # cancelled while waiting: forget it
+        if self._closed is not None:
+            raise ConnectionClosed(self._closed)
+
+    async def send_ping(self, payload: bytes | None = None) -> trio.Event:
+        """Send a ping; return an event set when its pong arrives or the connection closes (check :attr:`closed`).
+
+        Waiting for the pong is separate from sending so that a caller can bound the wait without ever cancelling
+        a frame half-written.
+        """
         if self._close_sent is not None or self._closed is not None:
             raise ConnectionClosed(self._closed or self._close_sent or CloseReason(ABNORMAL))
         if payload is None:
@@ -211,11 +236,10 @@ class WebSocket:
         self._pings[payload] = answered
         try:
             await self._send_raw(frames.encode_frame(OP_PING, payload, mask=self._mask))
-            await answered.wait()
-        finally:
-            waiting = self._pings.pop(payload, None) is not None
-        if waiting and self._closed is not None:
-            raise ConnectionClosed(self._closed)
+        except BaseException:
+            self._pings.pop(payload, None)
+            raise
+        return answered
 
     async def _send_raw(self, data: bytes) -> None:
         """Write one whole frame. Senders take turns; a send cut off mid-frame breaks the connection for good."""
@@ -224,6 +248,7 @@ class WebSocket:
         if self._broken or self._closed is not None:
             raise ConnectionClosed(self._closed or CloseReason(ABNORMAL))
         self._sending = True
+        self.send_started = trio.current_time()
         complete = False
         try:
             await self._stream.send_all(data)
@@ -235,6 +260,7 @@ class WebSocket:
             raise ConnectionClosed(self._closed or CloseReason(ABNORMAL)) from None
         finally:
             self._sending = False
+            self.send_started = None
             if not complete:
                 self._broken = True
             self._send_lot.unpark()

@@ -182,6 +182,27 @@ async def test_a_slow_client_slows_the_upstream_down_instead_of_growing_a_queue(
         await browser.aclose()
 
 
+async def test_a_late_pong_is_excused_while_the_proxy_itself_stopped_reading_that_leg(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The browser stops reading, so the proxy stops reading the upstream (backpressure) and cannot see its pongs.
+    That is not the upstream's fault: no ping timeout; once the browser reads, every frame arrives."""
+    limits = Limits(ping_interval_s=5.0, ping_timeout_s=3.0, send_timeout_s=300.0, outbox_high_water_frames=4)
+    session_cm = running_session(RelayCore(), limits=limits, lockstep_browser=True)
+    async with session_cm as (browser, upstream, session, done):
+        up = await upstream.next()
+        for i in range(100):
+            await up.send_message(f"frame {i}")
+        await trio.sleep(60)  # a dozen ping intervals with the upstream leg unread
+        assert not done.is_set(), session.closes
+        received = [await browser.get_message() for _ in range(100)]
+        assert received == [f"frame {i}" for i in range(100)]
+        await trio.sleep(30)  # reading again: pings are answered and seen
+        assert not done.is_set()
+        assert session.closes == (None, None)
+        session.request_close(Close(1000))
+
+
 async def test_an_oversized_upstream_message_ends_the_session_with_1011_for_the_client() -> None:
     limits = Limits(ping_interval_s=0, upstream_max_message_bytes=1000)
     async with running_session(RelayCore(), limits=limits) as (browser, upstream, _session, _done):
