@@ -203,6 +203,31 @@ async def test_a_late_pong_is_excused_while_the_proxy_itself_stopped_reading_tha
         session.request_close(Close(1000))
 
 
+async def test_closing_is_bounded_by_close_timeout_when_the_client_cannot_take_the_close_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The session is closed (a server drain) while the browser reads nothing (its WebSocket queue is full, then
+    the lockstep stream stalls): neither the queued frames nor the close frame can be delivered. The session
+    still ends exactly ``close_timeout_s`` later and the browser's connection is dropped."""
+    limits = Limits(ping_interval_s=0, close_timeout_s=2.5, send_timeout_s=300.0)
+    session_cm = running_session(RelayCore(), limits=limits, lockstep_browser=True)
+    async with session_cm as (browser, upstream, session, done):
+        up = await upstream.next()
+        for _ in range(20):
+            await up.send_message(b"x" * 65536)
+        await trio.sleep(1)
+        session.request_close(Close(1001))
+        closed_at = trio.current_time()
+        await done.wait()
+        assert trio.current_time() - closed_at == pytest.approx(2.5)
+        assert session.closes[0] == Close(1001)
+        # The browser gets what was already in its queue, then only the dropped connection.
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await browser.get_message()
+        assert info.value.reason.code == 1006
+
+
 async def test_an_oversized_upstream_message_ends_the_session_with_1011_for_the_client() -> None:
     limits = Limits(ping_interval_s=0, upstream_max_message_bytes=1000)
     async with running_session(RelayCore(), limits=limits) as (browser, upstream, _session, _done):
