@@ -66,6 +66,7 @@ class WebSocket:
         "_ping_ids",
         "_pings",
         "_receive_bytes",
+        "_receive_lot",
         "_receiving",
         "_send_lot",
         "_sending",
@@ -97,6 +98,7 @@ class WebSocket:
         self._close_sent: CloseReason | None = None
         self._broken = False
         self._receiving = False
+        self._receive_lot = trio.lowlevel.ParkingLot()
         self._sending = False
         self._send_lot = trio.lowlevel.ParkingLot()
         self._pings: dict[bytes, trio.Event] = {}
@@ -131,6 +133,8 @@ class WebSocket:
                 event = await self._next_event()
             finally:
                 self._receiving = False
+                if self._receive_lot:
+                    self._receive_lot.unpark_all()  # aclose() may be waiting to take over reading
             if isinstance(event, str | bytes):
                 if self._close_sent is None:
                     return event
@@ -280,19 +284,19 @@ class WebSocket:
             if self._close_sent is None and not self._broken:
                 self._close_sent = ours
                 await self._send_raw(frames.encode_close(code, reason or "", mask=self._mask))
-            if self._broken:
-                return
-            if self._receiving:
-                await self._closed_event.wait()  # the active reader sees the peer's close frame
-                return
-            self._receiving = True
-            try:
-                while self._closed is None:
+            while not self._broken and self._closed is None:
+                if self._receiving:
+                    # The active reader will see the peer's close frame; if it stops reading first (cancelled),
+                    # we are woken and read it ourselves.
+                    await self._receive_lot.park()
+                    continue
+                self._receiving = True
+                try:
                     event = await self._next_event()
                     if isinstance(event, PeerClose):
                         await self._finish(ours)
-            finally:
-                self._receiving = False
+                finally:
+                    self._receiving = False
         except ConnectionClosed:
             pass
         finally:
@@ -307,6 +311,7 @@ class WebSocket:
         if self._closed is None:
             self._closed = reason
             self._closed_event.set()
+            self._receive_lot.unpark_all()
             for answered in self._pings.values():
                 answered.set()
         await trio.aclose_forcefully(self._stream)

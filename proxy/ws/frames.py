@@ -118,9 +118,14 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
 
 
 def encode_close(code: int | None, reason: str = "", *, mask: bool) -> bytes:
-    """A close frame; ``code`` None sends no status. ``reason`` is cut to fit 125 bytes on a character boundary."""
+    """A close frame; ``code`` None sends no status. ``reason`` is cut to fit 125 bytes on a character boundary.
+
+    Raises ValueError for a code that must not appear on the wire (1005, 1006, 1015, unassigned ranges).
+    """
     if code is None:
         return encode_frame(OP_CLOSE, b"", mask=mask)
+    if not valid_close_code(code):
+        raise ValueError(f"close code {code} cannot be sent")
     data = reason.encode()[: MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
     return encode_frame(OP_CLOSE, struct.pack("!H", code) + data, mask=mask)
 
@@ -239,11 +244,11 @@ class FrameDecoder:
             total = length + (self._fragments_size if opcode == OP_CONTINUATION else 0)
             if total > self._max:
                 raise ProtocolViolation(MESSAGE_TOO_BIG, "Message over the size limit")
-            if opcode == OP_CONTINUATION:
-                self._fragments_size = total
         end = pos + (4 if masked else 0) + length
         if size < end:
-            return None
+            return None  # the header is parsed again when more bytes arrive: nothing above may change state
+        if opcode == OP_CONTINUATION:
+            self._fragments_size += length
         if masked:
             key = bytes(buf[pos : pos + 4])
             payload = unmask(buf, key, pos + 4, length)

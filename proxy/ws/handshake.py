@@ -68,6 +68,8 @@ def parse_upgrade(request: h11.Request) -> Upgrade | Refusal:
         return Refusal(400, "WebSocket upgrades must use GET")
     if request.http_version != b"1.1":
         return Refusal(400, "WebSocket upgrades need HTTP/1.1")
+    if b"websocket" not in (token.lower() for token in _tokens(lowered, b"upgrade")):
+        return Refusal(400, "Missing Upgrade: websocket")
     if b"upgrade" not in (token.lower() for token in _tokens(lowered, b"connection")):
         return Refusal(400, "Missing Connection: Upgrade")
     if _tokens(lowered, b"sec-websocket-version") != [b"13"]:
