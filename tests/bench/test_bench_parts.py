@@ -9,6 +9,8 @@ import pytest
 import trio
 from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 
+from bench.cli import _judge
+from bench.report import Accounting, Latency, TargetResult
 from bench.streams import Stream
 from bench.wire import (
     MIC_FRAME_SAMPLES,
@@ -132,3 +134,59 @@ async def test_lean_server_refuses_unknown_paths() -> None:
         with pytest.raises(Exception, match="404"):
             await connect(f"ws://127.0.0.1:{port}/elsewhere")
         nursery.cancel_scope.cancel()
+
+
+def _result(target: str, p99_ms: float, *, lost: int = 0) -> TargetResult:
+    latency = Latency(count=100, p50=p99_ms / 3, p90=p99_ms / 2, p99=p99_ms, max=p99_ms * 2)
+    return TargetResult(
+        target=target,
+        description=target,
+        route="openai",
+        sessions=10,
+        sessions_ready=10,
+        duration_s=10.0,
+        window_s=8.0,
+        mic=latency,
+        tts=latency,
+        ready=latency,
+        first_audio=latency,
+        mic_frames=Accounting(sent=100, received=100 - lost, lost=lost),
+        tts_frames=Accounting(sent=50, received=50),
+        turns=2,
+        errors=0,
+        first_error="",
+        messages=150,
+        audio_messages=150,
+        messages_per_s=15.0,
+        cpu_s=None,
+        cpu_us_per_message=None,
+        cpu_us_per_audio_message=None,
+        rss_base_kib=None,
+        rss_idle_kib=None,
+        rss_per_session_kib=None,
+        rss_peak_kib=None,
+        generator_cpu_percent=10.0,
+        late_sends=0,
+        send_lag_max_ms=0.0,
+        unmatched_upstream=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("floor_p99", "proxy_p99", "lost", "passed", "reason"),
+    [
+        (1.0, 5.0, 0, True, ""),
+        (1.0, 12.0, 0, False, "added p99 11.0 ms"),
+        (1.0, 2.0, 3, False, "frames lost"),
+        # A saturated generator makes the floor itself slow: the step is not a pass even though the difference
+        # (here negative) is within the budget.
+        (40.0, 8.0, 0, False, "generator saturated"),
+    ],
+)
+def test_a_ramp_step_passes_only_within_budget_with_exact_frames_and_a_sound_floor(
+    floor_p99: float, proxy_p99: float, lost: int, passed: bool, reason: str
+) -> None:
+    extra, ok, why = _judge([_result("direct", floor_p99), _result("proxy", proxy_p99, lost=lost)], budget_ms=10.0)
+    assert extra["mic"] == pytest.approx(proxy_p99 - floor_p99)
+    assert ok is passed
+    assert reason in why
