@@ -15,7 +15,12 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from proxy.config import Limits
 from proxy.core import Close, Frame
-from tests.wsmem import FakeUpstream, RelayCore, running_session
+from proxy.server import _read_request_head
+from proxy.session import Session, UpstreamTarget
+from proxy.ws import Upgrade, WebSocket, accept_response, connect, parse_upgrade
+from proxy.ws.handshake import Accepted, ClientHandshake
+from tests.ws.wire import CLOSE, PING, TEXT, RawPeer
+from tests.wsmem import FakeUpstream, RelayCore, accept_proxy_side, running_session
 
 
 async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None]:
@@ -235,3 +240,77 @@ async def test_an_oversized_upstream_message_ends_the_session_with_1011_for_the_
         await up.send_message("x" * 2000)
         assert (await closed_with(browser))[0] == 1011
         assert (await closed_with(up))[0] == 1009
+
+
+class _PongIgnoringUpstream:
+    """A connector whose upstream is a raw-bytes peer: it never answers pings (trio-websocket always would)."""
+
+    def __init__(self) -> None:
+        self.nursery: trio.Nursery | None = None
+        self.peers: list[RawPeer] = []
+        self.opened = trio.Event()
+
+    async def connector(self, target: UpstreamTarget, limits: Limits) -> WebSocket:
+        ours, theirs = trio.testing.memory_stream_pair()
+
+        async def accept() -> None:
+            head = await _read_request_head(theirs)  # type: ignore[arg-type]
+            assert head is not None
+            upgrade = parse_upgrade(head[0])
+            assert isinstance(upgrade, Upgrade)
+            await theirs.send_all(accept_response(upgrade.key))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept)
+            ws = await connect(ours, "upstream.test", target.url, max_message_size=limits.upstream_max_message_bytes)
+        self.peers.append(RawPeer(theirs, mask=False))
+        self.opened.set()
+        return ws
+
+
+async def test_a_peer_that_keeps_sending_is_alive_without_pongs_and_cut_off_once_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = Limits(ping_interval_s=5.0, ping_timeout_s=3.0)
+    raw = _PongIgnoringUpstream()
+    async with running_session(RelayCore(), limits=limits, upstream=raw) as (browser, _up, session, done):  # type: ignore[arg-type]
+        await raw.opened.wait()
+        peer = raw.peers[0]
+        for i in range(30):  # six ping intervals: every ping goes unanswered, but frames keep coming
+            await peer.send(TEXT, f"tick {i}".encode())
+            assert await browser.get_message() == f"tick {i}"
+            await trio.sleep(1)
+        assert not done.is_set()
+        silent_since = trio.current_time()
+        await done.wait()
+        # A ping cycle (interval + timeout) under way when the frames stopped is excused; the next one is not.
+        # Then the close frame goes unanswered too, which costs close_timeout_s.
+        silent_for = trio.current_time() - silent_since
+        assert 3.0 + limits.close_timeout_s <= silent_for <= 2 * (5.0 + 3.0) + limits.close_timeout_s
+        assert session.closes[0] == Close(1011, "Upstream ping timeout")
+
+
+async def test_a_silent_client_is_closed_with_1011_ping_timeout_and_the_upstream_with_1000(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The browser is a raw-bytes peer that never answers pings and sends nothing."""
+    limits = Limits(ping_interval_s=5.0, ping_timeout_s=3.0)
+    browser_stream, proxy_stream = trio.testing.memory_stream_pair()
+    fake = FakeUpstream()
+    async with trio.open_nursery() as nursery:
+        fake.nursery = nursery
+        handshake = ClientHandshake()
+        await browser_stream.send_all(handshake.request("proxy.test", "/openai"))
+        client_leg = await accept_proxy_side(proxy_stream)
+        assert isinstance(handshake.receive_data(await browser_stream.receive_some()), Accepted)
+        session = Session(client_leg, RelayCore(), UpstreamTarget("/v1/realtime"), limits, connector=fake.connector)
+        nursery.start_soon(session.run)
+        up = await fake.next()
+        browser = RawPeer(browser_stream, mask=True)
+        pings = 0
+        while (frame := await browser.receive_frame()) is not None and frame.opcode != CLOSE:
+            pings += frame.opcode == PING
+        assert frame is not None
+        assert frame.close == (1011, "Ping timeout")
+        assert pings == 1  # cut off at the first unanswered ping
+        assert (await closed_with(up))[0] == 1000
