@@ -305,3 +305,31 @@ async def test_client_tokens_never_reach_the_logs(caplog: pytest.LogCaptureFixtu
     ours = [r for r in caplog.records if r.name.startswith("proxy") or r.levelno >= logging.INFO]
     assert ours, "the session must have logged something"
     assert not [r for r in ours if "SECRET" in r.getMessage()]
+
+
+@pytest.mark.parametrize("max_pending", [2, 100])
+async def test_handshakes_in_progress_are_bounded(max_pending: int) -> None:
+    """Two connections that never send a request head hold both handshake slots: a third connection is not read
+    until one of them is dropped at the handshake timeout. With room to spare it is answered at once."""
+    limits = Limits(ping_interval_s=0, max_pending_handshakes=max_pending, handshake_timeout_s=1.0)
+    events: list[str] = []
+    async with proxy(Config(port=0, limits=limits)) as (_server, port):
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+
+        async def wait_dropped(stream: trio.SocketStream) -> None:
+            assert await stream.receive_some() == b""
+            events.append("idle dropped")
+
+        async with trio.open_nursery() as nursery:
+            for stream in idle:
+                nursery.start_soon(wait_dropped, stream)
+            await trio.sleep(0.1)  # both idle connections are accepted and waiting for their heads
+            status, _headers, _body = await http_get(port, "/health")
+            events.append("health answered")
+        for stream in idle:
+            await stream.aclose()
+    assert status == 200
+    if max_pending == 2:
+        assert events[0] == "idle dropped"
+    else:
+        assert events == ["health answered", "idle dropped", "idle dropped"]
