@@ -392,6 +392,19 @@ def test_speech_started_and_stopped_map_to_user_started_speaking_and_utterance_e
     assert of_kind(step.client, "UtteranceEnd") == [{"type": "UtteranceEnd", "channel": [0], "last_word_end": 1.5}]
 
 
+def test_barge_in_sends_nothing_upstream_while_a_response_is_playing() -> None:
+    """On speech_started the upstream handles the interruption itself (server VAD): the proxy sends no
+    response.cancel, conversation.item.truncate or input_audio_buffer.clear, and keeps forwarding audio."""
+    h = Harness()
+    turn(h, VAD)
+    assert h.up(audio_delta(PCM)).client[-1] == PCM  # the agent is speaking
+    step = h.up({"type": "input_audio_buffer.speech_started", "audio_start_ms": 10})
+    assert step.client_kinds == ["UserStartedSpeaking"]
+    assert step.upstream_kinds == []
+    step = h.send(PCM)
+    assert step.upstream_kinds == ["input_audio_buffer.append"]
+
+
 def test_transcription_deltas_accumulate_per_item() -> None:
     h = Harness()
     h.ready(VAD)
