@@ -333,3 +333,22 @@ async def test_handshakes_in_progress_are_bounded(max_pending: int) -> None:
         assert events[0] == "idle dropped"
     else:
         assert events == ["health answered", "idle dropped", "idle dropped"]
+
+
+async def test_an_invalid_websocket_handshake_is_refused_with_http_and_counted() -> None:
+    request = (
+        "GET /relay HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+    )
+    async with proxy() as (server, port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request.encode())
+            data = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some():
+                    data += chunk
+        assert server.metrics.rejected_total == {"handshake": 1}
+    head = data.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert head[0].startswith("HTTP/1.1 426")
+    assert "Sec-WebSocket-Version: 13" in head
