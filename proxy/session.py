@@ -220,8 +220,6 @@ class Session:
         self._upstream_closer_started = False
         self._closers_done = 0
         self._closers_expected = 1
-        #: Legs whose send was cut off mid-frame: they can only be aborted, never closed gracefully.
-        self._broken: set[WebSocket] = set()
         #: How the session ended, for logs and metrics: (client close, upstream close).
         self.closes: tuple[Close | None, Close | None] = (None, None)
 
@@ -308,10 +306,7 @@ class Session:
         for ws, close in ((self._upstream, upstream_close), (self._client, client_close)):
             if ws is None:
                 continue
-            if ws in self._broken:
-                # A frame was cut off mid-send: a close frame now would corrupt the stream.
-                await ws.abort()
-            elif ws.closed is None:
+            if ws.closed is None:  # a leg whose write was cut off mid-frame is dropped without a close frame
                 close = close or Close(INTERNAL_ERROR)
                 await ws.aclose(close.code, close.reason)
 
@@ -345,7 +340,7 @@ class Session:
             await self._send_frames(self._client, self._to_client)
 
     async def _send_frames(self, ws: WebSocket, outbox: Outbox) -> None:
-        if outbox.busy or ws in self._broken:
+        if outbox.busy:
             return  # the task sending on this leg sends our frames too, in order
         outbox.busy = True
         try:
@@ -354,22 +349,16 @@ class Session:
             outbox.release()
 
     async def _drain(self, ws: WebSocket, outbox: Outbox) -> None:
-        """Send every queued frame. A send cut off mid-frame (cancellation) marks the leg broken.
+        """Send every queued frame (a send cut off mid-frame leaves the connection refusing any further frame).
 
         Sends are not wrapped in a timeout each (a cancel scope per frame costs on the hot path): the session's
         send watchdog aborts a leg whose current send has not completed within ``send_timeout_s``.
         """
-        sending = False
         try:
             while (frame := outbox.pop()) is not None:
-                sending = True
                 await ws.send_message(frame)
-                sending = False
         except ConnectionClosed:
-            sending = False  # the peer is gone (or the watchdog aborted the leg); its reader reports how
-        finally:
-            if sending:
-                self._broken.add(ws)
+            pass  # the peer is gone (or the watchdog aborted the leg); its reader reports how
 
     async def _send_watchdog(self) -> None:
         """Abort a leg whose peer stopped reading: its current send has been pending for ``send_timeout_s``."""
@@ -380,9 +369,8 @@ class Session:
             now = trio.current_time()
             for ws in (self._client, self._upstream):
                 started = None if ws is None else ws.send_started
-                if ws is None or started is None or now - started < send_timeout or ws in self._broken:
+                if ws is None or started is None or now - started < send_timeout or ws.closed is not None:
                     continue
-                self._broken.add(ws)
                 log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
                 self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
                 # The send in progress fails once the transport is dropped under it; no close frame can follow a
@@ -394,11 +382,9 @@ class Session:
         try:
             close = await outbox.wait_for_close()
             outbox.busy = True
-            if ws not in self._broken:
-                await self._drain(ws, outbox)
-            if ws not in self._broken:
-                with trio.move_on_after(self._limits.close_timeout_s):
-                    await ws.aclose(close.code, close.reason)
+            await self._drain(ws, outbox)
+            with trio.move_on_after(self._limits.close_timeout_s):
+                await ws.aclose(close.code, close.reason)
         except ConnectionClosed:
             pass
         finally:

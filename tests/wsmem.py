@@ -18,18 +18,24 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_st
 from proxy.config import Limits
 from proxy.core import Close, Frame, SessionCore, UpstreamFailure, relay_close
 from proxy.server import _read_request_head
-from proxy.session import Session, UpstreamTarget
+from proxy.session import Connector, Session, UpstreamTarget
 from proxy.ws import Upgrade, WebSocket, accept_response, connect, parse_upgrade
 
 
-async def accept_proxy_side(stream: trio.abc.Stream, *, max_message_size: int = 1 << 20) -> WebSocket:
-    """The proxy's server side of a WebSocket handshake, as ``proxy.server`` does it."""
+async def answer_upgrade(stream: trio.abc.Stream) -> bytes:
+    """Read a WebSocket upgrade request and answer 101, as ``proxy.server`` does; returns bytes read past the head."""
     head = await _read_request_head(stream)  # type: ignore[arg-type]
     assert head is not None
     request, buffered = head
     upgrade = parse_upgrade(request)
     assert isinstance(upgrade, Upgrade)
     await stream.send_all(accept_response(upgrade.key))
+    return buffered
+
+
+async def accept_proxy_side(stream: trio.abc.Stream, *, max_message_size: int = 1 << 20) -> WebSocket:
+    """The proxy's server side of a WebSocket handshake, as ``proxy.server`` does it."""
+    buffered = await answer_upgrade(stream)
     return WebSocket(stream, client=False, max_message_size=max_message_size, buffered=buffered)
 
 
@@ -132,8 +138,12 @@ async def running_session(
     upstream: FakeUpstream | None = None,
     target: UpstreamTarget | UpstreamFailure | None = None,
     lockstep_browser: bool = False,
+    connector: Connector | None = None,
 ) -> AsyncIterator[tuple[WebSocketConnection, FakeUpstream, Session, trio.Event]]:
-    """Run a Session between an in-memory browser and a FakeUpstream; yields (browser, upstream, session, done)."""
+    """Run a Session between an in-memory browser and a FakeUpstream; yields (browser, upstream, session, done).
+
+    ``connector`` replaces the FakeUpstream's (for example ``tcp_connector`` to a real server).
+    """
     limits = limits or Limits(ping_interval_s=0)
     upstream = upstream or FakeUpstream()
     done = trio.Event()
@@ -145,7 +155,7 @@ async def running_session(
             core,
             target or UpstreamTarget("/v1/realtime"),
             limits,
-            connector=upstream.connector,
+            connector=connector or upstream.connector,
         )
 
         async def run() -> None:

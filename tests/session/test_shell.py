@@ -15,12 +15,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from proxy.config import Limits
 from proxy.core import Close, Frame
-from proxy.server import _read_request_head
 from proxy.session import Session, UpstreamTarget
-from proxy.ws import Upgrade, WebSocket, accept_response, connect, parse_upgrade
+from proxy.ws import WebSocket, connect
 from proxy.ws.handshake import Accepted, ClientHandshake
 from tests.ws.wire import CLOSE, PING, TEXT, RawPeer
-from tests.wsmem import FakeUpstream, RelayCore, accept_proxy_side, running_session
+from tests.wsmem import FakeUpstream, RelayCore, accept_proxy_side, answer_upgrade, running_session
 
 
 async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None]:
@@ -246,22 +245,14 @@ class _PongIgnoringUpstream:
     """A connector whose upstream is a raw-bytes peer: it never answers pings (trio-websocket always would)."""
 
     def __init__(self) -> None:
-        self.nursery: trio.Nursery | None = None
         self.peers: list[RawPeer] = []
         self.opened = trio.Event()
 
     async def connector(self, target: UpstreamTarget, limits: Limits) -> WebSocket:
         ours, theirs = trio.testing.memory_stream_pair()
 
-        async def accept() -> None:
-            head = await _read_request_head(theirs)  # type: ignore[arg-type]
-            assert head is not None
-            upgrade = parse_upgrade(head[0])
-            assert isinstance(upgrade, Upgrade)
-            await theirs.send_all(accept_response(upgrade.key))
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(accept)
+            nursery.start_soon(answer_upgrade, theirs)
             ws = await connect(ours, "upstream.test", target.url, max_message_size=limits.upstream_max_message_bytes)
         self.peers.append(RawPeer(theirs, mask=False))
         self.opened.set()
@@ -273,7 +264,7 @@ async def test_a_peer_that_keeps_sending_is_alive_without_pongs_and_cut_off_once
 ) -> None:
     limits = Limits(ping_interval_s=5.0, ping_timeout_s=3.0)
     raw = _PongIgnoringUpstream()
-    async with running_session(RelayCore(), limits=limits, upstream=raw) as (browser, _up, session, done):  # type: ignore[arg-type]
+    async with running_session(RelayCore(), limits=limits, connector=raw.connector) as (browser, _, session, done):
         await raw.opened.wait()
         peer = raw.peers[0]
         for i in range(30):  # six ping intervals: every ping goes unanswered, but frames keep coming

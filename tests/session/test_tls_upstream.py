@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 import trio
@@ -14,8 +14,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from proxy import session as session_module
 from proxy.config import Limits
-from proxy.session import Session, UpstreamTarget
-from tests.wsmem import RelayCore, ws_pair
+from proxy.session import Session, UpstreamTarget, tcp_connector
+from tests.wsmem import FakeUpstream, RelayCore, running_session
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +46,18 @@ async def tls_echo_upstream(ca: trustme.CA) -> AsyncIterator[int]:
         nursery.cancel_scope.cancel()
 
 
-@asynccontextmanager
-async def session_to(port: int) -> AsyncIterator[tuple[WebSocketConnection, trio.Event]]:
-    limits = Limits(ping_interval_s=0, upstream_connect_timeout_s=10.0)
-    done = trio.Event()
-    async with trio.open_nursery() as nursery:
-        browser, client_leg = await ws_pair(nursery)
-        target = UpstreamTarget(f"wss://127.0.0.1:{port}/v1/realtime")
-        session = Session(client_leg, RelayCore(), target, limits)
-
-        async def run() -> None:
-            try:
-                await session.run()
-            finally:
-                done.set()
-
-        nursery.start_soon(run)
-        yield browser, done
-        with trio.fail_after(10):
-            await done.wait()
+def session_to(port: int) -> AbstractAsyncContextManager[tuple[WebSocketConnection, FakeUpstream, Session, trio.Event]]:
+    """A session whose upstream is ``wss://127.0.0.1:port``, opened by the production connector."""
+    return running_session(
+        RelayCore(),
+        limits=Limits(ping_interval_s=0, upstream_connect_timeout_s=10.0),
+        target=UpstreamTarget(f"wss://127.0.0.1:{port}/v1/realtime"),
+        connector=tcp_connector,
+    )
 
 
 async def test_an_untrusted_upstream_certificate_is_refused(ca: trustme.CA) -> None:
-    async with tls_echo_upstream(ca) as port, session_to(port) as (browser, _done):
+    async with tls_echo_upstream(ca) as port, session_to(port) as (browser, _upstream, _session, _done):
         with trio.fail_after(10):  # without verification the session would open and say nothing
             error = json.loads(await browser.get_message())
         assert error["code"] == "upstream_connect_failed"
@@ -85,7 +74,7 @@ async def test_a_trusted_upstream_carries_large_messages_both_ways_over_tls(
     ca.configure_trust(client_context)
     monkeypatch.setattr(session_module, "_ssl_context", client_context)
     big = bytes(range(256)) * 3072  # 768 KiB: many TLS records and partial socket writes
-    async with tls_echo_upstream(ca) as port, session_to(port) as (browser, _done):
+    async with tls_echo_upstream(ca) as port, session_to(port) as (browser, _upstream, _session, _done):
         await browser.send_message("hello")
         assert await browser.get_message() == "hello"
         await browser.send_message(big)
