@@ -60,7 +60,7 @@ class HeadReader:
         """Whether any byte arrived (a connection that sent nothing is closed without an answer)."""
         return bool(self._buffer)
 
-    def feed(self, data: bytes) -> RequestHead | BadHead | None:
+    def feed(self, data: bytes | bytearray) -> RequestHead | BadHead | None:
         # A terminator may straddle two reads: search again from the last two bytes already held.
         start = max(0, len(self._buffer) - 2)
         self._buffer += data
