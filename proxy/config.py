@@ -228,12 +228,19 @@ def seconds(value: str, name: str) -> float:
     return number
 
 
+def positive_seconds(value: str, name: str) -> float:
+    number = seconds(value, name)
+    if number == 0:
+        raise ConfigError(f"{name} must be more than 0 seconds")
+    return number
+
+
 #: Listener limits read from the environment: variable -> (Limits field, parser).
 _EDGE_LIMITS = {
     "PROXY_MAX_CONNECTIONS": ("max_connections", positive_int),
     "PROXY_MAX_PENDING_HANDSHAKES": ("max_pending_handshakes", positive_int),
     "PROXY_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", positive_int),
-    "PROXY_HANDSHAKE_TIMEOUT": ("handshake_timeout_s", seconds),
+    "PROXY_HANDSHAKE_TIMEOUT": ("handshake_timeout_s", positive_seconds),
     "PROXY_DRAIN_TIMEOUT_S": ("drain_timeout_s", seconds),
 }
 
