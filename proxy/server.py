@@ -99,6 +99,7 @@ class ProxyServer:
         self._ids = itertools.count(1)
         self._sessions: dict[Session, str] = {}
         self._draining = False
+        self._upgrading = 0
         self._drain_deadline = math.inf
         #: Set when a drain starts or moves, or a session ends; replaced by each wait.
         self._changed = trio.Event()
@@ -161,7 +162,9 @@ class ProxyServer:
 
     async def _wait_drained(self) -> None:
         """Return once a drain started and every session ended or the drain deadline passed."""
-        while not self._draining or (self._sessions and trio.current_time() < self._drain_deadline):
+        while not self._draining or (
+            (self._sessions or self._upgrading) and trio.current_time() < self._drain_deadline
+        ):
             changed = self._changed = trio.Event()
             with trio.move_on_at(self._drain_deadline):
                 await changed.wait()
@@ -268,7 +271,15 @@ class ProxyServer:
         if len(self._sessions) >= self.config.limits.max_sessions:
             await self._refuse(stream, 503, "Too many sessions", "capacity", deadline)
             return
-        await self._run_websocket(stream, head.buffered, route, request, path, query, deadline)
+        # An upgrade under way counts for the drain like a session: its 101 may already be on the way.
+        self._upgrading += 1
+        try:
+            opened = await self._open_session(stream, head.buffered, route, request, path, query, deadline)
+        finally:
+            self._upgrading -= 1
+            self._changed.set()
+        if opened is not None:
+            await self._run_session(*opened)
 
     def _check_client(self, headers: dict[bytes, bytes], query: str) -> Reject | None:
         config = self.config
@@ -283,7 +294,7 @@ class ProxyServer:
                 return Reject(401, "Unauthorized")
         return None
 
-    async def _run_websocket(
+    async def _open_session(
         self,
         stream: trio.SocketStream,
         buffered: bytes,
@@ -292,7 +303,8 @@ class ProxyServer:
         path: str,
         query: str,
         deadline: float,
-    ) -> None:
+    ) -> tuple[Session, SocketTransport, str] | None:
+        """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
         connection_id = f"c{next(self._ids)}"
@@ -304,7 +316,7 @@ class ProxyServer:
             await _send(
                 stream, encode_answer(upgrade.status, upgrade.message.encode(), extra=upgrade.headers), deadline
             )
-            return
+            return None
         route_request = RouteRequest(
             path=path,
             query=query,
@@ -321,10 +333,10 @@ class ProxyServer:
             decision = Reject(500, "Internal Server Error")
         if isinstance(decision, Reject):
             await self._refuse(stream, decision.status, decision.message, "policy", deadline)
-            return
+            return None
         if not await _send(stream, accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS), deadline):
             self.metrics.count_rejected("handshake_timeout")
-            return
+            return None
         transport = SocketTransport.take_over(stream)
         client = WebSocket(
             transport,
@@ -339,6 +351,10 @@ class ProxyServer:
         self._count(self.metrics.sessions_total, route_name)
         self._count(self.metrics.sessions_active, route_name)
         log.info("%s: client connected (trace_id=%s)", label, trace_id)
+        return session, transport, label
+
+    async def _run_session(self, session: Session, transport: SocketTransport, label: str) -> None:
+        route_name = self._sessions[session]
         try:
             await session.run()
         finally:
