@@ -254,7 +254,6 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
             ending = False
             async for signum in signals:
                 if signum == signal.SIGTERM and not server.draining:
-                    log.info("SIGTERM: draining (at most %.0f s)", config.limits.drain_timeout_s)
                     server.shutdown()
                 elif not ending:
                     log.info("%s: closing sessions now", signal.Signals(signum).name)

@@ -155,7 +155,11 @@ class ProxyServer:
         if self._draining and deadline >= self._drain_deadline:
             return
         if not self._draining:
-            log.info("draining: %d sessions open; /ready answers 503 and new upgrades are refused", len(self._sessions))
+            log.info(
+                "draining for at most %.0f s: %d sessions open; /ready answers 503, new upgrades are refused",
+                timeout_s,
+                len(self._sessions),
+            )
         self._draining = True
         self._drain_deadline = deadline
         self._changed.set()
@@ -204,8 +208,10 @@ class ProxyServer:
     def _warn(self, kind: str, message: str, *args: object) -> None:
         """A peer's fault that can repeat per connection: one WARNING per kind and interval."""
         held = self._throttle.allow(kind, trio.current_time())
-        if held is not None:
-            log.warning(message + " [%d more not logged]", *args, held)
+        if held:
+            log.warning(message + " (and %d more since the last such line)", *args, held)
+        elif held is not None:
+            log.warning(message, *args)
 
     # -- per connection -----------------------------------------------------------------------------------------
 
