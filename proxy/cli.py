@@ -67,6 +67,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-sessions", type=int, help="concurrent WebSocket sessions (default 1000)")
     p.add_argument(
+        "--max-connections", type=int, help="open client connections, sessions included (env PROXY_MAX_CONNECTIONS)"
+    )
+    p.add_argument(
+        "--max-pending-handshakes",
+        type=int,
+        help="connections still sending their request head; more are refused (env PROXY_MAX_PENDING_HANDSHAKES)",
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        help="connections from one client address (env PROXY_MAX_CONNECTIONS_PER_IP)",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help="seconds from accept to a complete request head and its answer (env PROXY_HANDSHAKE_TIMEOUT, default 10)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="seconds sessions may go on after SIGTERM before they get 1001 (env PROXY_DRAIN_TIMEOUT_S, default 20)",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
+    )
+    p.add_argument(
         "--allowed-origin",
         action="append",
         help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
@@ -91,6 +118,8 @@ def build_config(args: argparse.Namespace) -> Config:
         if args.deferred_response_create_timeout_ms < 0:
             raise ConfigError("--deferred-response-create-timeout-ms must not be negative")
         overrides["deferred_response_create_timeout_s"] = args.deferred_response_create_timeout_ms / 1000
+    if args.trusted_proxies is not None:
+        overrides["trusted_proxies"] = config_module.networks(args.trusted_proxies, "--trusted-proxies")
     config = config_module.from_env(**overrides)
     if args.max_sessions is not None:
         if args.max_sessions < 1:
@@ -98,7 +127,32 @@ def build_config(args: argparse.Namespace) -> Config:
         from dataclasses import replace
 
         config = replace(config, limits=replace(config.limits, max_sessions=args.max_sessions))
-    return config
+    return _edge_limits(config, args)
+
+
+def _edge_limits(config: Config, args: argparse.Namespace) -> Config:
+    """The listener's caps and timeouts from flags (they win over the environment), checked together."""
+    from dataclasses import replace
+
+    changes: dict[str, int | float] = {}
+    for flag, name in (
+        ("max_connections", "max_connections"),
+        ("max_pending_handshakes", "max_pending_handshakes"),
+        ("max_connections_per_ip", "max_connections_per_ip"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[name] = config_module.positive_int(str(value), "--" + flag.replace("_", "-"))
+    if args.handshake_timeout is not None:
+        changes["handshake_timeout_s"] = config_module.positive_seconds(
+            str(args.handshake_timeout), "--handshake-timeout"
+        )
+    if args.drain_timeout is not None:
+        changes["drain_timeout_s"] = config_module.seconds(str(args.drain_timeout), "--drain-timeout")
+    limits = replace(config.limits, **changes)  # type: ignore[arg-type]
+    if limits.max_connections <= limits.max_sessions:
+        raise ConfigError("max connections must be above max sessions (every session is a connection)")
+    return replace(config, limits=limits)
 
 
 def setup_logging(level: str) -> None:
@@ -172,36 +226,48 @@ def _announce_upstreams(config: Config) -> None:
 
 
 async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
-    """Run the proxy (and the embedded simulators it needs) until SIGINT/SIGTERM, then drain."""
+    """Run the proxy (and the embedded simulators it needs) until a signal ends it.
+
+    SIGTERM starts a drain (see :meth:`~proxy.server.ProxyServer.shutdown`): the listener keeps answering until the
+    sessions end or the drain timeout passes. A second SIGTERM, or SIGINT, ends the drain now: sessions get 1001
+    and the shutdown grace. Any signal after that cancels what is left.
+    """
     from .server import ProxyServer
 
-    async with trio.open_nursery() as nursery:
-        if config.uses_simulator():
-            from .sim.server import SimOptions, serve_simulators
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            if config.uses_simulator():
+                from .sim.server import SimOptions, serve_simulators
 
-            sim_port = await nursery.start(serve_simulators, "127.0.0.1", 0, sim_options or SimOptions())
-            config = config.with_simulator_port("127.0.0.1", sim_port)
-            print(
-                "NOTE: routes without an API key or URL are served by the embedded simulators "
-                f"on ws://127.0.0.1:{sim_port} (no real model is called)",
-                file=sys.stderr,
-                flush=True,
-            )
-        _announce_upstreams(config)
-        server = ProxyServer(config)
-        port = await nursery.start(server.serve)
-        print(f"listening on ws://{config.host}:{port}", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                if server.session_count == 0 or server.draining:
-                    break
-                server.shutdown()
-                nursery.start_soon(_exit_when_idle, server, nursery.cancel_scope)
-            nursery.cancel_scope.cancel()
+                sim_port = await nursery.start(serve_simulators, "127.0.0.1", 0, sim_options or SimOptions())
+                config = config.with_simulator_port("127.0.0.1", sim_port)
+                print(
+                    "NOTE: routes without an API key or URL are served by the embedded simulators "
+                    f"on ws://127.0.0.1:{sim_port} (no real model is called)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            _announce_upstreams(config)
+            server = ProxyServer(config)
+            port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope)
+            print(f"listening on ws://{config.host}:{port}", flush=True)
+            ending = False
+            async for signum in signals:
+                if signum == signal.SIGTERM and not server.draining:
+                    server.shutdown()
+                elif not ending:
+                    log.info("%s: closing sessions now", signal.Signals(signum).name)
+                    ending = True
+                    server.shutdown(drain_timeout_s=0)
+                else:
+                    nursery.cancel_scope.cancel()
 
 
-async def _exit_when_idle(server: ProxyServer, scope: trio.CancelScope) -> None:
-    deadline = trio.current_time() + server.config.limits.shutdown_grace_s + 1
-    while server.session_count and trio.current_time() < deadline:  # noqa: ASYNC110 - polls a plain counter
-        await trio.sleep(0.05)
-    scope.cancel()
+async def _serve_then_stop(
+    server: ProxyServer, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until the drain ends, then stop everything else (the simulators, the signal loop)."""
+    try:
+        await server.serve(task_status=task_status)
+    finally:
+        scope.cancel()

@@ -6,6 +6,7 @@ Every limit the proxy enforces is here, with its unit in the name, so operators 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -46,6 +47,9 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid. The message never contains a secret."""
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class UpstreamSource(Enum):
     URL = "configured URL"
     PROVIDER = "provider default URL"
@@ -71,7 +75,14 @@ class Limits:
     """Bounds on everything a session can hold or wait for."""
 
     max_sessions: int = 1000
+    # Every client TCP connection, sessions included: room above max_sessions for probes and handshakes.
+    max_connections: int = 2048
+    #: Connections whose request head is not complete yet; more are refused at once, never queued.
     max_pending_handshakes: int = 128
+    #: Connections from one client address (the forwarded one behind a trusted proxy); below the pending cap so
+    #: one address cannot take every handshake slot.
+    max_connections_per_ip: int = 64
+    #: One deadline from accept to the 101 (or the HTTP answer), however slowly the bytes trickle in.
     handshake_timeout_s: float = 10.0
     client_max_message_bytes: int = 1 << 20
     upstream_max_message_bytes: int = 16 << 20
@@ -84,6 +95,9 @@ class Limits:
     ping_timeout_s: float = 20.0
     # OpenAI ends sessions at 60 minutes; we end them first, cleanly, with an Error the component understands.
     max_session_s: float = 59 * 60.0
+    #: After SIGTERM: how long open sessions may go on while the listener keeps answering (503 to new upgrades).
+    drain_timeout_s: float = 20.0
+    #: After the drain: how long sessions get to finish their 1001 close before they are cancelled.
     shutdown_grace_s: float = 5.0
 
 
@@ -108,6 +122,9 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     #: Client tokens accepted in ``?token=`` (empty: no client authentication). Secrets: never logged.
     client_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: Proxies whose ``X-Forwarded-For`` entries are believed (the client address is the right-most entry that is
+    #: not one of these); empty: the header is ignored and the TCP peer is the client.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     limits: Limits = field(default_factory=Limits)
 
     def uses_simulator(self) -> bool:
@@ -180,6 +197,54 @@ def _seconds_from_ms(value: str, name: str) -> float:
     return ms / 1000.0
 
 
+def networks(value: str, name: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR blocks (host bits allowed: ``10.0.0.1/8`` means ``10.0.0.0/8``)."""
+    parsed = []
+    for item in _list(value):
+        try:
+            parsed.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated IP addresses or CIDR blocks, got {item!r}") from None
+    return tuple(parsed)
+
+
+def positive_int(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return number
+
+
+def seconds(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{name} must be a finite, non-negative number of seconds")
+    return number
+
+
+def positive_seconds(value: str, name: str) -> float:
+    number = seconds(value, name)
+    if number == 0:
+        raise ConfigError(f"{name} must be more than 0 seconds")
+    return number
+
+
+#: Listener limits read from the environment: variable -> (Limits field, parser).
+_EDGE_LIMITS = {
+    "PROXY_MAX_CONNECTIONS": ("max_connections", positive_int),
+    "PROXY_MAX_PENDING_HANDSHAKES": ("max_pending_handshakes", positive_int),
+    "PROXY_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", positive_int),
+    "PROXY_HANDSHAKE_TIMEOUT": ("handshake_timeout_s", positive_seconds),
+    "PROXY_DRAIN_TIMEOUT_S": ("drain_timeout_s", seconds),
+}
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
     """Build a Config from the environment, then apply ``overrides`` (already-parsed flag values; None = unset)."""
     env = os.environ if env is None else env
@@ -192,7 +257,14 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         "deepgram_synthetic_audio_done": _truthy(env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE")),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "client_tokens": _list(env.get("PROXY_CLIENT_TOKENS")),
+        "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
     }
+    edge_limits: dict[str, object] = {}
+    for variable, (name, parse) in _EDGE_LIMITS.items():
+        if text := env.get(variable, "").strip():
+            edge_limits[name] = parse(text, variable)
+    if edge_limits:
+        values["limits"] = replace(Limits(), **edge_limits)  # type: ignore[arg-type]
     timeout = env.get("OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS")
     if timeout:
         values["deferred_response_create_timeout_s"] = _seconds_from_ms(

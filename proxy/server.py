@@ -1,92 +1,73 @@
 """The listener: one port for the WebSocket routes and the small HTTP endpoints.
 
-Each TCP connection gets its request head read with h11 (bounded in size and time). Plain HTTP requests are
-answered here (``/health``, ``/ready``, ``/metrics``, 404 otherwise); WebSocket upgrades to a known route are handed,
-to the proxy's WebSocket layer (:mod:`proxy.ws`) with any bytes read past the head, and become a
-:class:`~proxy.session.Session`. Unknown upgrade paths,
-bad origins or tokens, and connections over capacity are refused with an HTTP status before any WebSocket exists.
+A connection is admitted against the caps of :mod:`proxy.admission` as it is accepted; over a cap it is closed at
+once, never queued, so idle sockets cannot make probes or honest clients wait. An admitted connection has one
+deadline, ``handshake_timeout_s`` after accept, for its whole request head and the answer to it (a peer trickling
+bytes does not extend it); the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
+here (``/health``, ``/ready``, ``/metrics``, 404 otherwise). A WebSocket upgrade is checked in this order: known
+route (404), client (Origin, tokens: 403/401), draining, the client address's connection cap and the session cap
+(503 with ``Retry-After``), so an unauthenticated client never learns about capacity. It is then handed to the
+proxy's WebSocket layer (:mod:`proxy.ws`) with any bytes read past the head, and becomes a
+:class:`~proxy.session.Session`.
 
-One session's failure is logged and contained: it never reaches another session or the accept loop.
+Draining (:meth:`ProxyServer.shutdown`): the listener stays open, ``/ready`` answers 503, new upgrades are refused
+with 503, and open sessions go on until they end or the drain deadline passes; then the listener closes and the
+sessions still open get 1001 and the shutdown grace.
+
+One connection's failure is logged and contained: it never reaches another connection or the accept loop. The accept
+loop itself rides out running out of file descriptors or memory: it pauses, logs once per interval, and goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import http
 import itertools
 import json
 import logging
+import math
+import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl
 
 import h11
 import trio
 
+from .admission import Admission, LogThrottle, Ticket
 from .config import Config
 from .core import GOING_AWAY, Close
+from .http import TEXT, BadHead, HeadReader, RequestHead, encode_answer
+from .metrics import Metrics
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
 from .transport import SocketTransport
 from .ws import Refusal, WebSocket, accept_response, parse_upgrade
 
+__all__ = ["Metrics", "ProxyServer", "default_routes", "receive_request_head"]
+
 log = logging.getLogger("proxy.server")
 
-MAX_REQUEST_HEAD_BYTES = 16 * 1024
-_TEXT = b"text/plain; charset=utf-8"
 _TRACE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: Sent on every 101 as on every HTTP answer (the reference set them on HTTP answers only).
 _UPGRADE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"X-Content-Type-Options", b"nosniff"),
     (b"Cache-Control", b"no-store"),
 )
-
-
-@dataclass(slots=True)
-class Metrics:
-    """Process-wide counters, rendered in the Prometheus text format at ``/metrics``."""
-
-    sessions_active: dict[str, int] = field(default_factory=dict)
-    sessions_total: dict[str, int] = field(default_factory=dict)
-    rejected_total: dict[str, int] = field(default_factory=dict)
-    client_frames_total: int = 0
-    upstream_frames_total: int = 0
-    upstream_failures_total: dict[str, int] = field(default_factory=dict)
-    client_close_codes: dict[int, int] = field(default_factory=dict)
-    session_errors_total: int = 0
-
-    def render(self, live: list[SessionStats]) -> str:
-        client = self.client_frames_total + sum(s.client_frames for s in live)
-        upstream = self.upstream_frames_total + sum(s.upstream_frames for s in live)
-        lines = [
-            "# HELP proxy_sessions_active Open WebSocket sessions.",
-            "# TYPE proxy_sessions_active gauge",
-            *(f'proxy_sessions_active{{route="{r}"}} {n}' for r, n in sorted(self.sessions_active.items())),
-            "# HELP proxy_sessions_total Sessions started.",
-            "# TYPE proxy_sessions_total counter",
-            *(f'proxy_sessions_total{{route="{r}"}} {n}' for r, n in sorted(self.sessions_total.items())),
-            "# HELP proxy_rejected_total Upgrade requests refused, by reason.",
-            "# TYPE proxy_rejected_total counter",
-            *(f'proxy_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected_total.items())),
-            "# HELP proxy_frames_total Frames received, by leg.",
-            "# TYPE proxy_frames_total counter",
-            f'proxy_frames_total{{leg="client"}} {client}',
-            f'proxy_frames_total{{leg="upstream"}} {upstream}',
-            "# HELP proxy_upstream_failures_total Upstream connections that failed, by error code.",
-            "# TYPE proxy_upstream_failures_total counter",
-            *(
-                f'proxy_upstream_failures_total{{code="{c}"}} {n}'
-                for c, n in sorted(self.upstream_failures_total.items())
-            ),
-            "# HELP proxy_client_close_total Client closes sent by the proxy, by code.",
-            "# TYPE proxy_client_close_total counter",
-            *(f'proxy_client_close_total{{code="{c}"}} {n}' for c, n in sorted(self.client_close_codes.items())),
-            "# HELP proxy_session_errors_total Sessions that ended with an internal error.",
-            "# TYPE proxy_session_errors_total counter",
-            f"proxy_session_errors_total {self.session_errors_total}",
-        ]
-        return "\n".join(lines) + "\n"
+#: On every 503: capacity and draining are short-lived, and a load balancer retries elsewhere.
+_RETRY_AFTER: tuple[tuple[bytes, bytes], ...] = ((b"Retry-After", b"1"),)
+#: accept(2) errors that mean "out of descriptors or memory for now", not a broken listener.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSE_FIRST_S = 0.1
+_ACCEPT_PAUSE_MAX_S = 1.0
+#: Complaints that can come once per connection (refusals, failed accepts) are logged at most this often per kind.
+LOG_INTERVAL_S = 10.0
+_READ_BYTES = 4096
+#: After an error answer, input the peer is still sending is read and dropped for at most this long (bounded also
+#: by the handshake deadline), so closing does not reset the connection before the peer reads the answer.
+_LINGER_S = 1.0
+_LINGER_BYTES = 64 * 1024
 
 
 def default_routes() -> dict[str, tuple[str, Route]]:
@@ -114,12 +95,15 @@ class ProxyServer:
         self.config = config
         self.routes = routes if routes is not None else default_routes()
         self.metrics = Metrics()
+        self.admission = Admission(config.limits, config.trusted_proxies)
         self._ids = itertools.count(1)
-        self._handshakes = trio.CapacityLimiter(config.limits.max_pending_handshakes)
         self._sessions: dict[Session, str] = {}
         self._draining = False
-        self._handlers: trio.Nursery | None = None
-        self._accepting: trio.CancelScope | None = None
+        self._upgrading = 0
+        self._drain_deadline = math.inf
+        #: Set when a drain starts or moves, or a session ends; replaced by each wait.
+        self._changed = trio.Event()
+        self._throttle = LogThrottle(LOG_INTERVAL_S)
 
     @property
     def session_count(self) -> int:
@@ -131,72 +115,177 @@ class ProxyServer:
         return self._draining
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until cancelled or :meth:`shutdown`; reports the bound port through ``task_status``."""
+        """Listen and serve until a drain ends (or cancelled); reports the bound port through ``task_status``."""
         config = self.config
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-        port = listeners[0].socket.getsockname()[1]
-        async with trio.open_nursery() as handlers:
-            self._handlers = handlers
-            with trio.CancelScope() as accepting:
-                self._accepting = accepting
-                task_status.started(port)
-                await trio.serve_listeners(self._handle_connection, listeners, handler_nursery=handlers)
+        await self.serve_listeners(listeners, listeners[0].socket.getsockname()[1], task_status=task_status)
 
-    def shutdown(self) -> None:
-        """Stop accepting, ask every session to close with 1001, and bound the wait by the shutdown grace."""
-        if self._draining:
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.SocketStream]],
+        port: int,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on listeners that are already open (closed on return); reports ``port`` once accepting."""
+        try:
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept_loop, listener, handlers)
+                    task_status.started(port)
+                    await self._wait_drained()
+                    acceptors.cancel_scope.cancel()
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                self._close_sessions()
+                handlers.cancel_scope.deadline = trio.current_time() + self.config.limits.shutdown_grace_s
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    def shutdown(self, drain_timeout_s: float | None = None) -> None:
+        """Start draining: keep answering, refuse new upgrades with 503, and end the sessions at the drain deadline.
+
+        The deadline is ``drain_timeout_s`` from now (default: the configured drain timeout). Called again, it can
+        only bring the deadline closer: ``shutdown(0)`` ends the drain now (sessions get 1001 and the grace).
+        """
+        timeout_s = self.config.limits.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        deadline = trio.current_time() + timeout_s
+        if self._draining and deadline >= self._drain_deadline:
             return
+        if not self._draining:
+            log.info(
+                "draining for at most %.0f s: %d sessions open; /ready answers 503, new upgrades are refused",
+                timeout_s,
+                len(self._sessions),
+            )
         self._draining = True
-        log.info("shutting down: closing %d sessions", len(self._sessions))
-        if self._accepting is not None:
-            self._accepting.cancel()
+        self._drain_deadline = deadline
+        self._changed.set()
+
+    async def _wait_drained(self) -> None:
+        """Return once a drain started and every session ended or the drain deadline passed."""
+        while not self._draining or (
+            (self._sessions or self._upgrading) and trio.current_time() < self._drain_deadline
+        ):
+            changed = self._changed = trio.Event()
+            with trio.move_on_at(self._drain_deadline):
+                await changed.wait()
+
+    def _close_sessions(self) -> None:
+        log.info("listener closed; closing %d sessions with 1001", len(self._sessions))
         for session in list(self._sessions):
             session.request_close(Close(GOING_AWAY, "Server shutting down"))
-        if self._handlers is not None:
-            self._handlers.cancel_scope.deadline = trio.current_time() + self.config.limits.shutdown_grace_s
+
+    # -- accepting ----------------------------------------------------------------------------------------------
+
+    async def _accept_loop(self, listener: trio.abc.Listener[trio.SocketStream], handlers: trio.Nursery) -> None:
+        pause_s = _ACCEPT_PAUSE_FIRST_S
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                name = errno.errorcode[exc.errno]
+                self.metrics.accept_errors_total[name] = self.metrics.accept_errors_total.get(name, 0) + 1
+                self._warn("accept", "accept failed: %s (%s); pausing accepts", name, os.strerror(exc.errno))
+                await trio.sleep(pause_s)
+                pause_s = min(2 * pause_s, _ACCEPT_PAUSE_MAX_S)
+                continue
+            pause_s = _ACCEPT_PAUSE_FIRST_S
+            peer = _peer_address(stream)
+            ticket = self.admission.admit(peer) if peer is not None else None
+            if isinstance(ticket, Ticket):
+                handlers.start_soon(self._handle_connection, stream, ticket)
+                continue
+            if ticket is not None:  # over a cap: nothing was read, so there is nothing to answer
+                self.metrics.count_rejected(ticket)
+                self._warn(ticket, "refusing connections over %s (last from %s)", ticket, peer)
+            await trio.aclose_forcefully(stream)
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """A peer's fault that can repeat per connection: one WARNING per kind and interval."""
+        held = self._throttle.allow(kind, trio.current_time())
+        if held:
+            log.warning(message + " (and %d more since the last such line)", *args, held)
+        elif held is not None:
+            log.warning(message, *args)
 
     # -- per connection -----------------------------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+    async def _handle_connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
+        deadline = trio.current_time() + self.config.limits.handshake_timeout_s
         try:
-            async with self._handshakes:
-                with trio.move_on_after(self.config.limits.handshake_timeout_s):
-                    head = await _read_request_head(stream)
+            reader = HeadReader()
+            head: RequestHead | BadHead | None = None
+            with trio.move_on_at(deadline) as reading:
+                head = await receive_request_head(stream, reader)
+            self.admission.head_read(ticket)
+            if reading.cancelled_caught:
+                # A slow or idle peer is normal on the internet: counted, never an error.
+                self.metrics.count_rejected("handshake_timeout")
+                log.debug("%s: no complete request head within the handshake timeout", ticket.peer)
+                return
             if head is None:
-                return  # garbage, too large, or too slow: just drop the connection
-            request, buffered = head
-            await self._dispatch(stream, request, buffered)
+                return  # closed before sending anything
+            if isinstance(head, BadHead):
+                self.metrics.count_rejected(head.reason)
+                self._warn(
+                    head.reason, "request head refused with %d (%s) from %s", head.status, head.reason, ticket.peer
+                )
+                await _answer_and_close(stream, head.status, deadline)
+                return
+            await self._dispatch(stream, ticket, head, deadline)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             self.metrics.session_errors_total += 1
             log.exception("internal error while serving a connection")
         finally:
+            self.admission.release(ticket)
             await trio.aclose_forcefully(stream)
 
-    async def _dispatch(self, stream: trio.SocketStream, request: h11.Request, buffered: bytes) -> None:
+    async def _dispatch(self, stream: trio.SocketStream, ticket: Ticket, head: RequestHead, deadline: float) -> None:
+        request = head.request
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         headers = {name.lower(): value for name, value in request.headers}
         upgrade = headers.get(b"upgrade", b"").lower() == b"websocket"
         if not upgrade:
-            await self._answer_http(stream, request.method, path)
+            await self._answer_http(stream, request.method, path, deadline)
             return
         route = self.routes.get(path)
         if route is None:
-            await self._refuse(stream, 404, "Not Found", "unknown_path")
+            await self._refuse(stream, 404, "Not Found", "unknown_path", deadline)
             return
-        if self._draining:
-            await self._refuse(stream, 503, "Server shutting down", "draining")
-            return
-        if len(self._sessions) >= self.config.limits.max_sessions:
-            await self._refuse(stream, 503, "Too many sessions", "capacity")
-            return
+        # Who the client is comes before any word about capacity.
         refusal = self._check_client(headers, query)
         if refusal is not None:
-            await self._refuse(stream, refusal.status, refusal.message, "unauthorized")
+            await self._refuse(stream, refusal.status, refusal.message, "unauthorized", deadline)
             return
-        await self._run_websocket(stream, buffered, route, request, path, query)
+        if self._draining:
+            await self._refuse(stream, 503, "Server shutting down", "draining", deadline)
+            return
+        forwarded = [value for name, value in request.headers if name == b"x-forwarded-for"]
+        client = self.admission.client_address(ticket.peer, forwarded)
+        if not self.admission.claim(ticket, client):
+            self._warn("max_connections_per_ip", "refusing upgrades over max_connections_per_ip (last from %s)", client)
+            await self._refuse(stream, 503, "Too many connections", "max_connections_per_ip", deadline)
+            return
+        if len(self._sessions) >= self.config.limits.max_sessions:
+            await self._refuse(stream, 503, "Too many sessions", "capacity", deadline)
+            return
+        # An upgrade under way counts for the drain like a session: its 101 may already be on the way.
+        self._upgrading += 1
+        try:
+            opened = await self._open_session(stream, head.buffered, route, request, path, query, deadline)
+        finally:
+            self._upgrading -= 1
+            self._changed.set()
+        if opened is not None:
+            await self._run_session(*opened)
 
     def _check_client(self, headers: dict[bytes, bytes], query: str) -> Reject | None:
         config = self.config
@@ -211,7 +300,7 @@ class ProxyServer:
                 return Reject(401, "Unauthorized")
         return None
 
-    async def _run_websocket(
+    async def _open_session(
         self,
         stream: trio.SocketStream,
         buffered: bytes,
@@ -219,7 +308,9 @@ class ProxyServer:
         request: h11.Request,
         path: str,
         query: str,
-    ) -> None:
+        deadline: float,
+    ) -> tuple[Session, SocketTransport, str] | None:
+        """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
         connection_id = f"c{next(self._ids)}"
@@ -227,9 +318,11 @@ class ProxyServer:
         trace_id = trace[0].strip() if trace and _TRACE_ID.fullmatch(trace[0].strip()) else connection_id
         upgrade = parse_upgrade(request)
         if isinstance(upgrade, Refusal):
-            self._count(self.metrics.rejected_total, "handshake")
-            await _send_http(stream, upgrade.status, upgrade.message.encode(), _TEXT, extra=upgrade.headers)
-            return
+            self.metrics.count_rejected("handshake")
+            await _send(
+                stream, encode_answer(upgrade.status, upgrade.message.encode(), extra=upgrade.headers), deadline
+            )
+            return None
         route_request = RouteRequest(
             path=path,
             query=query,
@@ -245,12 +338,11 @@ class ProxyServer:
             log.exception("%s: internal error while setting up %s", connection_id, route_name)
             decision = Reject(500, "Internal Server Error")
         if isinstance(decision, Reject):
-            await self._refuse(stream, decision.status, decision.message, "policy")
-            return
-        with trio.move_on_after(limits.handshake_timeout_s) as handshake:
-            await stream.send_all(accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS))
-        if handshake.cancelled_caught:
-            return
+            await self._refuse(stream, decision.status, decision.message, "policy", deadline)
+            return None
+        if not await _send(stream, accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS), deadline):
+            self.metrics.count_rejected("handshake_timeout")
+            return None
         transport = SocketTransport.take_over(stream)
         client = WebSocket(
             transport,
@@ -260,17 +352,21 @@ class ProxyServer:
             buffered=buffered,
         )
         label = f"{route_name} {connection_id}"
-        stats = SessionStats()
-        session = Session(client, decision.core, decision.target, limits, label=label, stats=stats)
+        session = Session(client, decision.core, decision.target, limits, label=label, stats=SessionStats())
         self._sessions[session] = route_name
         self._count(self.metrics.sessions_total, route_name)
         self._count(self.metrics.sessions_active, route_name)
         log.info("%s: client connected (trace_id=%s)", label, trace_id)
+        return session, transport, label
+
+    async def _run_session(self, session: Session, transport: SocketTransport, label: str) -> None:
+        route_name = self._sessions[session]
         try:
             await session.run()
         finally:
             await trio.aclose_forcefully(transport)
             del self._sessions[session]
+            self._changed.set()
             self.metrics.sessions_active[route_name] -= 1
             self._fold_stats(session)
             client_close, upstream_close = session.closes
@@ -296,28 +392,33 @@ class ProxyServer:
     def _count(counter: dict[str, int], key: str) -> None:
         counter[key] = counter.get(key, 0) + 1
 
-    async def _refuse(self, stream: trio.SocketStream, status: int, message: str, reason: str) -> None:
-        self._count(self.metrics.rejected_total, reason)
-        await _send_http(stream, status, message.encode(), _TEXT)
+    async def _refuse(self, stream: trio.SocketStream, status: int, message: str, reason: str, deadline: float) -> None:
+        self.metrics.count_rejected(reason)
+        extra = _RETRY_AFTER if status == 503 else ()
+        await _send(stream, encode_answer(status, message.encode(), extra=extra), deadline)
 
-    async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str) -> None:
+    async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str, deadline: float) -> None:
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/health": lambda: (200, _json({"status": "ok"}), b"application/json"),
             "/ready": self._ready,
-            "/metrics": lambda: (
-                200,
-                self.metrics.render([s.stats for s in self._sessions]).encode(),
-                b"text/plain; version=0.0.4",
-            ),
+            "/metrics": lambda: (200, self._render_metrics(), b"text/plain; version=0.0.4"),
         }
         page = pages.get(path)
         if page is None:
-            await _send_http(stream, 404, b"Not Found", b"text/plain; charset=utf-8")
+            answer = encode_answer(404, b"Not Found")
         elif method != b"GET":
-            await _send_http(stream, 405, b"Method Not Allowed", b"text/plain; charset=utf-8", allow=b"GET")
+            answer = encode_answer(405, b"Method Not Allowed", extra=((b"Allow", b"GET"),))
         else:
             status, body, content_type = page()
-            await _send_http(stream, status, body, content_type)
+            answer = encode_answer(status, body, content_type)
+        await _send(stream, answer, deadline)
+
+    def _render_metrics(self) -> bytes:
+        return self.metrics.render(
+            [s.stats for s in self._sessions],
+            connections_open=self.admission.open,
+            handshakes_pending=self.admission.pending,
+        ).encode()
 
     def _ready(self) -> tuple[int, bytes, bytes]:
         config = self.config
@@ -338,53 +439,43 @@ def _json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-async def _read_request_head(stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
-    """Read one HTTP request head; return it with the bytes received after it (early WebSocket frames)."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
-    received = 0
+def _peer_address(stream: trio.SocketStream) -> str | None:
+    """The TCP peer's address; None when the peer is already gone."""
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return None
+    return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+async def receive_request_head(
+    stream: trio.abc.ReceiveStream, reader: HeadReader | None = None
+) -> RequestHead | BadHead | None:
+    """Read one request head (no deadline of its own); None if the peer closed before sending anything."""
+    reader = reader or HeadReader()
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            await _send_http(stream, 400, b"Bad Request", _TEXT)
-            return None
-        if isinstance(event, h11.Request):
-            return event, bytes(conn.trailing_data[0])
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            received += len(data)
-            if not data or received > MAX_REQUEST_HEAD_BYTES + 4096:
-                return None
-            conn.receive_data(data)
-        else:
-            return None
+        data = await stream.receive_some(_READ_BYTES)
+        if not data:
+            return BadHead(400, "bad_request") if reader.started else None
+        decided = reader.feed(data)
+        if decided is not None:
+            return decided
 
 
-async def _send_http(
-    stream: trio.SocketStream,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    *,
-    allow: bytes | None = None,
-    extra: tuple[tuple[bytes, bytes], ...] = (),
-) -> None:
-    headers = [
-        (b"Content-Type", content_type),
-        (b"Content-Length", str(len(body)).encode()),
-        (b"Connection", b"close"),
-        (b"Cache-Control", b"no-store"),
-        (b"X-Content-Type-Options", b"nosniff"),
-    ]
-    if allow is not None:
-        headers.append((b"Allow", allow))
-    headers.extend(extra)
-    conn = h11.Connection(h11.SERVER)
-    # h11 needs to have seen a request before it will serialise a response; feed it a minimal one.
-    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    conn.next_event()
-    data = conn.send(h11.Response(status_code=status, headers=headers, reason=http.HTTPStatus(status).phrase))
-    data += conn.send(h11.Data(data=body)) if body else b""
-    data += conn.send(h11.EndOfMessage())
-    with trio.move_on_after(5):
+async def _send(stream: trio.SocketStream, data: bytes, deadline: float) -> bool:
+    """Send before the handshake deadline; False if it passed first."""
+    with trio.move_on_at(deadline):
         await stream.send_all(data)
+        return True
+    return False
+
+
+async def _answer_and_close(stream: trio.SocketStream, status: int, deadline: float) -> None:
+    """Answer a head that cannot be served, then half-close and drop what the peer still sends (bounded)."""
+    if not await _send(stream, encode_answer(status, http.HTTPStatus(status).phrase.encode(), TEXT), deadline):
+        return
+    with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
+        await stream.send_eof()
+        dropped = 0
+        while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
+            dropped += len(data)

@@ -8,7 +8,15 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SANS_IO = ["proxy/protocol", "proxy/openai", "proxy/deepgram", "proxy/audio.py", "proxy/core.py"]
+SANS_IO = [
+    "proxy/protocol",
+    "proxy/openai",
+    "proxy/deepgram",
+    "proxy/audio.py",
+    "proxy/core.py",
+    "proxy/http.py",
+    "proxy/admission.py",
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,20 +17,20 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, wrap_client_st
 
 from proxy.config import Limits
 from proxy.core import Close, Frame, SessionCore, UpstreamFailure, relay_close
-from proxy.server import _read_request_head
+from proxy.http import RequestHead
+from proxy.server import receive_request_head
 from proxy.session import Connector, Session, UpstreamTarget
 from proxy.ws import Upgrade, WebSocket, accept_response, connect, parse_upgrade
 
 
 async def answer_upgrade(stream: trio.abc.Stream) -> bytes:
     """Read a WebSocket upgrade request and answer 101, as ``proxy.server`` does; returns bytes read past the head."""
-    head = await _read_request_head(stream)  # type: ignore[arg-type]
-    assert head is not None
-    request, buffered = head
-    upgrade = parse_upgrade(request)
+    head = await receive_request_head(stream)
+    assert isinstance(head, RequestHead)
+    upgrade = parse_upgrade(head.request)
     assert isinstance(upgrade, Upgrade)
     await stream.send_all(accept_response(upgrade.key))
-    return buffered
+    return head.buffered
 
 
 async def accept_proxy_side(stream: trio.abc.Stream, *, max_message_size: int = 1 << 20) -> WebSocket:

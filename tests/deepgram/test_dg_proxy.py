@@ -614,7 +614,7 @@ async def test_shutdown_closes_an_active_session_on_both_legs_and_returns() -> N
                     conn = await up.wait_connection()
                     await client.send(SETTINGS)
                     await conn.wait_frames(1)
-                    server.shutdown()
+                    server.shutdown(drain_timeout_s=0)  # end the drain now: 1001 at once
                     _, close = await client.receive_until_closed()
                 # serve() returns by itself: the nursery is not cancelled here
         assert close == (1001, "Server shutting down")

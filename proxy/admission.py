@@ -1,0 +1,158 @@
+"""Admission before the handshake, sans-IO: caps on connections, and which client a connection belongs to.
+
+Three caps keep idle or slow sockets from crowding out everyone else; over any of them a connection is refused at
+once, never queued:
+
+* open connections (sessions included);
+* connections whose request head is not complete yet ("pending handshakes");
+* connections per client address.
+
+The client address is the TCP peer, unless the peer is a trusted proxy: then it is the right-most
+``X-Forwarded-For`` entry that is not itself a trusted proxy (entries further left were written by whoever the
+proxy talked to, so they prove nothing). A connection from a trusted proxy is not counted against the proxy's own
+address: behind a load balancer every peer is the balancer. Its forwarded address is only known once the head is
+read, so it is counted then (:meth:`Admission.claim`), for WebSocket upgrades, the connections that stay.
+
+:class:`LogThrottle` keeps per-connection complaints to one log line per interval. No Trio here: time is passed in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .config import IPNetwork, Limits
+
+#: ``proxy_rejected_total`` reasons for the three caps.
+MAX_CONNECTIONS = "max_connections"
+MAX_PENDING_HANDSHAKES = "max_pending_handshakes"
+MAX_CONNECTIONS_PER_IP = "max_connections_per_ip"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """One admitted connection's share of the counts; handed back to :meth:`Admission.release` exactly once."""
+
+    peer: str
+    #: The address this connection is counted under; None while it is not counted per address (trusted proxy).
+    counted_as: str | None
+    pending: bool = True
+
+
+class Admission:
+    """Counts open connections, pending handshakes and connections per client address against :class:`Limits`."""
+
+    def __init__(self, limits: Limits, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
+        self._limits = limits
+        self._trusted = tuple(trusted_proxies)
+        self._per_address: dict[str, int] = {}
+        self.open = 0
+        self.pending = 0
+
+    def admit(self, peer: str) -> Ticket | str:
+        """A connection was accepted from ``peer``: its ticket, or the reason to refuse it."""
+        limits = self._limits
+        if self.open >= limits.max_connections:
+            return MAX_CONNECTIONS
+        if self.pending >= limits.max_pending_handshakes:
+            return MAX_PENDING_HANDSHAKES
+        counted_as = None if self.is_trusted(peer) else normalise(peer)
+        if counted_as is not None and self._per_address.get(counted_as, 0) >= limits.max_connections_per_ip:
+            return MAX_CONNECTIONS_PER_IP
+        self.open += 1
+        self.pending += 1
+        if counted_as is not None:
+            self._per_address[counted_as] = self._per_address.get(counted_as, 0) + 1
+        return Ticket(peer, counted_as)
+
+    def head_read(self, ticket: Ticket) -> None:
+        """The handshake phase is over for this connection (head complete, refused, or gone)."""
+        if ticket.pending:
+            ticket.pending = False
+            self.pending -= 1
+
+    def claim(self, ticket: Ticket, client: str) -> bool:
+        """Count a connection from a trusted proxy under its forwarded ``client``; False if that address is full."""
+        if ticket.counted_as is not None:
+            return True  # counted under its TCP peer since accept
+        count = self._per_address.get(client, 0)
+        if count >= self._limits.max_connections_per_ip:
+            return False
+        self._per_address[client] = count + 1
+        ticket.counted_as = client
+        return True
+
+    def release(self, ticket: Ticket) -> None:
+        self.head_read(ticket)
+        self.open -= 1
+        if ticket.counted_as is not None:
+            left = self._per_address[ticket.counted_as] - 1
+            if left:
+                self._per_address[ticket.counted_as] = left
+            else:
+                del self._per_address[ticket.counted_as]  # the table holds only addresses with connections
+            ticket.counted_as = None
+
+    def connections_from(self, address: str) -> int:
+        return self._per_address.get(address, 0)
+
+    def is_trusted(self, address: str) -> bool:
+        parsed = parse_address(address)
+        return parsed is not None and any(parsed in network for network in self._trusted)
+
+    def client_address(self, peer: str, forwarded_for: Iterable[bytes]) -> str:
+        """The TCP peer, or behind trusted proxies the right-most ``X-Forwarded-For`` entry not itself trusted."""
+        if not self.is_trusted(peer):
+            return normalise(peer)
+        entries = [entry.strip() for value in forwarded_for for entry in value.decode("latin-1").split(",")]
+        client = normalise(peer)
+        for entry in reversed(entries):
+            address = parse_address(entry)
+            if address is None:
+                # Not an address (``unknown``, garbage): what is left of it cannot be trusted either.
+                break
+            client = str(address)
+            if not any(address in network for network in self._trusted):
+                break
+        return client
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An IP address as peers and proxies write it (IPv4-mapped IPv6 is the IPv4 address); None if it is not one."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "192.0.2.1:443"
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def normalise(peer: str) -> str:
+    address = parse_address(peer)
+    return peer if address is None else str(address)
+
+
+class LogThrottle:
+    """At most one log line per key and interval; says how many it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: stay quiet. Otherwise log now; the number is how many lines were held back since the last one."""
+        if now < self._next.get(key, float("-inf")):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self._interval_s
+        return self._held.pop(key, 0)
