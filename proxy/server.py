@@ -11,12 +11,12 @@ One session's failure is logged and contained: it never reaches another session 
 
 from __future__ import annotations
 
-import hmac
 import http
 import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -24,12 +24,13 @@ from urllib.parse import parse_qsl
 import h11
 import trio
 
+from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
 from .transport import SocketTransport
-from .ws import Refusal, WebSocket, accept_response, parse_upgrade
+from .ws import Refusal, Upgrade, WebSocket, accept_response, parse_upgrade
 
 log = logging.getLogger("proxy.server")
 
@@ -192,24 +193,17 @@ class ProxyServer:
         if len(self._sessions) >= self.config.limits.max_sessions:
             await self._refuse(stream, 503, "Too many sessions", "capacity")
             return
-        refusal = self._check_client(headers, query)
-        if refusal is not None:
-            await self._refuse(stream, refusal.status, refusal.message, "unauthorized")
-            return
         await self._run_websocket(stream, buffered, route, request, path, query)
 
-    def _check_client(self, headers: dict[bytes, bytes], query: str) -> Reject | None:
-        config = self.config
-        if config.allowed_origins:
-            origin = headers.get(b"origin", b"").decode("latin-1")
-            if origin not in config.allowed_origins:
-                return Reject(403, "Origin not allowed")
-        if config.client_tokens:
-            tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
-            offered = tokens[0] if len(tokens) == 1 else ""
-            if not any(hmac.compare_digest(offered.encode(), t.encode()) for t in config.client_tokens):
-                return Reject(401, "Unauthorized")
-        return None
+    def _check_client(self, route_name: str, query: str, upgrade: Upgrade, connection_id: str) -> Admitted | Refused:
+        """Who may connect (proxy/auth.py); the refusal reason is logged as a word, never the credential."""
+        request = ClientRequest(upgrade.headers, query, route_name, upgrade.subprotocols)
+        verdict = ClientGate.from_config(self.config).check(request, now=time.time())
+        if isinstance(verdict, Refused):
+            log.warning("%s: %s upgrade refused: %s", connection_id, route_name, verdict.reason)
+        elif verdict.principal != "anonymous":
+            log.info("%s: client authenticated as %s", connection_id, verdict.principal)
+        return verdict
 
     async def _run_websocket(
         self,
@@ -230,11 +224,15 @@ class ProxyServer:
             self._count(self.metrics.rejected_total, "handshake")
             await _send_http(stream, upgrade.status, upgrade.message.encode(), _TEXT, extra=upgrade.headers)
             return
+        admitted = self._check_client(route_name, query, upgrade, connection_id)
+        if isinstance(admitted, Refused):
+            await self._refuse(stream, admitted.status, admitted.message, admitted.metric_reason)
+            return
         route_request = RouteRequest(
             path=path,
             query=query,
             headers=upgrade.headers,
-            subprotocols=upgrade.subprotocols,
+            subprotocols=admitted.subprotocols,
             connection_id=connection_id,
             trace_id=trace_id,
         )
@@ -247,8 +245,10 @@ class ProxyServer:
         if isinstance(decision, Reject):
             await self._refuse(stream, decision.status, decision.message, "policy")
             return
+        # A browser that offered ["token", <jwt>] fails the connection unless one offered entry is echoed.
+        subprotocol = decision.subprotocol if decision.subprotocol is not None else admitted.echo
         with trio.move_on_after(limits.handshake_timeout_s) as handshake:
-            await stream.send_all(accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS))
+            await stream.send_all(accept_response(upgrade.key, subprotocol, _UPGRADE_HEADERS))
         if handshake.cancelled_caught:
             return
         transport = SocketTransport.take_over(stream)
@@ -256,7 +256,7 @@ class ProxyServer:
             transport,
             client=False,
             max_message_size=limits.client_max_message_bytes,
-            subprotocol=decision.subprotocol,
+            subprotocol=subprotocol,
             buffered=buffered,
         )
         label = f"{route_name} {connection_id}"
