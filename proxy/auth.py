@@ -87,10 +87,10 @@ def secret_problem(secret: str) -> str | None:
     """Why ``secret`` cannot be an HS256 secret (words that never quote it), or None when it can."""
     if not secret.strip():
         return "is empty"
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        return f"is shorter than {MIN_SECRET_BYTES} bytes"
     if secret.lstrip().startswith(("-----BEGIN", "ssh-")):
         return "looks like a public or private key, not a shared secret"
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
     return None
 
 
