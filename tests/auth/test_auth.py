@@ -366,6 +366,7 @@ def _mutate(token: str, position: int, replacement: str) -> str:
 
 
 _tokens = st.one_of(
+    st.sampled_from([_VALID, hs256(claims()), "static"]),
     st.text(max_size=200),
     st.builds(_mutate, st.just(_VALID), st.integers(0, 10_000), st.text(max_size=3)),
     st.builds(
@@ -378,7 +379,11 @@ _tokens = st.one_of(
     ),
 )
 _headers = st.lists(
-    st.tuples(st.sampled_from([b"origin", b"host", b"sec-websocket-protocol"]), st.binary(max_size=40)), max_size=4
+    st.tuples(
+        st.sampled_from([b"origin", b"host", b"sec-websocket-protocol"]),
+        st.one_of(st.just(ORIGIN.encode()), st.binary(max_size=40)),
+    ),
+    max_size=3,
 )
 
 
@@ -390,17 +395,24 @@ _headers = st.lists(
     subprotocols=st.lists(st.one_of(st.sampled_from(["token", "bearer", "chat"]), st.text(max_size=20)), max_size=4),
     in_query=st.booleans(),
     query_noise=st.text(max_size=30),
+    allow_list=st.sampled_from([(), (ORIGIN,)]),
 )
 def test_any_token_and_headers_give_a_verdict_never_an_exception(
-    token: str, headers: list[tuple[bytes, bytes]], subprotocols: list[str], in_query: bool, query_noise: str
+    token: str,
+    headers: list[tuple[bytes, bytes]],
+    subprotocols: list[str],
+    in_query: bool,
+    query_noise: str,
+    allow_list: tuple[str, ...],
 ) -> None:
     offered = tuple(subprotocols) if in_query else ("token", token, *subprotocols)
     query = f"token={token}&{query_noise}" if in_query else query_noise
-    checker = gate(tokens=(b"static",), public_key=EC_KEY, allowed_origins=(ORIGIN,), audience=None)
+    checker = gate(tokens=(b"static",), public_key=EC_KEY, allowed_origins=allow_list)
     verdict = checker.check(ClientRequest(tuple(headers), query, "openai", offered), NOW)
     assert isinstance(verdict, Admitted | Refused)
     if isinstance(verdict, Refused):
-        assert verdict.status in (401, 403)
-        assert verdict.message in ("Unauthorized", "Origin not allowed")
+        assert (verdict.status, verdict.message) in ((401, "Unauthorized"), (403, "Origin not allowed"))
+        assert verdict.reason.isidentifier()
     else:
-        assert token not in verdict.subprotocols or not token or token in subprotocols
+        # Exactly the credential was taken out of the offered subprotocols, and only when it travelled there.
+        assert len(verdict.subprotocols) == len(offered) - (0 if in_query else 1)
