@@ -25,6 +25,7 @@ token further: ``origin`` must equal the request's ``Origin``, ``route`` the rou
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 from dataclasses import dataclass, field
@@ -187,11 +188,12 @@ class ClientGate:
         if isinstance(found, Refused):
             return found
         credential, subprotocols, echo = found
-        if len(credential.encode("utf-8", "replace")) > MAX_TOKEN_BYTES:
-            return _unauthorized("too_long")
         offered = credential.encode("utf-8", "replace")
-        # Compare against every token (no early exit), each in constant time.
-        matches = [hmac.compare_digest(offered, token) for token in self.tokens]
+        if len(offered) > MAX_TOKEN_BYTES:
+            return _unauthorized("too_long")
+        # Every token is compared (no early exit), as digests: constant time in the content and the length.
+        digest = hashlib.sha256(offered).digest()
+        matches = [hmac.compare_digest(digest, hashlib.sha256(token).digest()) for token in self.tokens]
         if any(matches):
             return Admitted(subprotocols, echo, f"token#{matches.index(True) + 1}")
         if not self.verifies_jwts:
