@@ -98,6 +98,27 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
     )
+    # Client credentials come from files (or the environment), never from the command line: ps shows it to all.
+    p.add_argument(
+        "--client-tokens-file",
+        help="file of static client tokens, one a line (env PROXY_CLIENT_TOKENS_FILE, or PROXY_CLIENT_TOKENS)",
+    )
+    p.add_argument(
+        "--jwt-secrets-file",
+        help="file of HS256 secrets for signed client tokens, one a line, any verifies"
+        " (env PROXY_JWT_SECRETS_FILE, or PROXY_JWT_SECRETS)",
+    )
+    p.add_argument(
+        "--jwt-public-key-file",
+        help="PEM public key (RSA: RS256, EC P-256: ES256) for signed client tokens (env PROXY_JWT_PUBLIC_KEY_FILE)",
+    )
+    p.add_argument("--jwt-audience", help="required 'aud' of signed client tokens (env PROXY_JWT_AUDIENCE)")
+    p.add_argument("--jwt-issuer", help="required 'iss' of signed client tokens (env PROXY_JWT_ISSUER)")
+    p.add_argument(
+        "--jwt-leeway-s",
+        type=float,
+        help="clock skew allowed on 'exp' and 'nbf' in seconds (env PROXY_JWT_LEEWAY_S, default 30)",
+    )
     return p
 
 
@@ -113,6 +134,12 @@ def build_config(args: argparse.Namespace) -> Config:
         "deepgram_synthetic_audio_done": args.deepgram_synthetic_audio_done,
         "deepgram_auth": args.deepgram_auth,
         "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
+        "client_tokens_file": args.client_tokens_file,
+        "jwt_secrets_file": args.jwt_secrets_file,
+        "jwt_public_key_file": args.jwt_public_key_file,
+        "jwt_audience": args.jwt_audience,
+        "jwt_issuer": args.jwt_issuer,
+        "jwt_leeway_s": args.jwt_leeway_s,
     }
     if args.deferred_response_create_timeout_ms is not None:
         if args.deferred_response_create_timeout_ms < 0:

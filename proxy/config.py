@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from urllib.parse import urlsplit
 
+from .auth import VerificationKey, load_public_key, secret_problem
+
 OPENAI_DEFAULT_URL = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
 DEEPGRAM_AGENT_DEFAULT_URL = "wss://agent.deepgram.com/v1/agent/converse"
 DEEPGRAM_LISTEN_DEFAULT_URL = "wss://api.deepgram.com/v1/listen"
@@ -120,12 +122,25 @@ class Config:
     deepgram_listen_params: tuple[str, ...] = DEFAULT_LISTEN_PARAMS
     #: Browser origins allowed to open WebSockets (empty: any). Checked on the upgrade request.
     allowed_origins: tuple[str, ...] = ()
-    #: Client tokens accepted in ``?token=`` (empty: no client authentication). Secrets: never logged.
+    #: Static client tokens (``?token=`` or the ``token`` subprotocol pair; see proxy/auth.py). Secrets: never logged.
     client_tokens: tuple[str, ...] = field(default=(), repr=False)
     #: Proxies whose ``X-Forwarded-For`` entries are believed (the client address is the right-most entry that is
     #: not one of these); empty: the header is ignored and the TCP peer is the client.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: HS256 shared secrets for signed client tokens; any one verifies (rotation). Secrets: never logged.
+    jwt_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: RS256/ES256 public key for signed client tokens (the algorithm follows the key type).
+    jwt_public_key: VerificationKey | None = None
+    #: Required ``aud`` / ``iss`` of signed client tokens (None: a token must carry no ``aud``; ``iss`` unchecked).
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: Clock skew allowed on ``exp`` and ``nbf``.
+    jwt_leeway_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
+
+    def client_secrets(self) -> tuple[str, ...]:
+        """Every client-side secret value (static tokens, JWT secrets): what log redaction must hide."""
+        return (*self.client_tokens, *self.jwt_secrets)
 
     def uses_simulator(self) -> bool:
         return UpstreamSource.SIMULATOR in (
@@ -243,6 +258,98 @@ _EDGE_LIMITS = {
     "PROXY_HANDSHAKE_TIMEOUT": ("handshake_timeout_s", positive_seconds),
     "PROXY_DRAIN_TIMEOUT_S": ("drain_timeout_s", seconds),
 }
+#: Flag values :func:`_client_auth` reads (files are read, and every value checked, in one place).
+_AUTH_OVERRIDES = frozenset(
+    {"client_tokens_file", "jwt_secrets_file", "jwt_public_key_file", "jwt_audience", "jwt_issuer", "jwt_leeway_s"}
+)
+#: Secret and key files are small; a larger one is a wrong path.
+MAX_AUTH_FILE_BYTES = 1 << 20
+
+
+def _client_auth(env: Mapping[str, str], overrides: Mapping[str, object]) -> dict[str, object]:
+    """Who may connect: static tokens, JWT secrets, the JWT public key, audience, issuer and leeway, checked.
+
+    A flag (``*_file``) wins over its variable; a value list and a file for the same secrets are a conflict.
+    """
+
+    def setting(flag: str, variable: str) -> str | None:
+        value = overrides.get(flag)
+        return str(value) if value is not None else (env.get(variable) or None)
+
+    tokens_file = setting("client_tokens_file", "PROXY_CLIENT_TOKENS_FILE")
+    tokens = _secrets(env.get("PROXY_CLIENT_TOKENS"), tokens_file, "PROXY_CLIENT_TOKENS", "client tokens")
+    secrets_file = setting("jwt_secrets_file", "PROXY_JWT_SECRETS_FILE")
+    secrets = _secrets(env.get("PROXY_JWT_SECRETS"), secrets_file, "PROXY_JWT_SECRETS", "JWT secrets")
+    for number, secret in enumerate(secrets, 1):
+        problem = secret_problem(secret)
+        if problem is not None:
+            raise ConfigError(f"JWT secret #{number} {problem}")
+    key_file = setting("jwt_public_key_file", "PROXY_JWT_PUBLIC_KEY_FILE")
+    public_key = None
+    if key_file is not None:
+        try:
+            public_key = load_public_key(_read(key_file, "JWT public key"))
+        except ValueError as exc:
+            raise ConfigError(f"the JWT public key file {key_file!r} {exc}") from None
+    audience = setting("jwt_audience", "PROXY_JWT_AUDIENCE")
+    issuer = setting("jwt_issuer", "PROXY_JWT_ISSUER")
+    if (audience or issuer) and not secrets and public_key is None:
+        raise ConfigError("a JWT audience or issuer is set but no JWT secret or public key is configured")
+    leeway = overrides.get("jwt_leeway_s")
+    leeway_s = float(leeway) if isinstance(leeway, int | float) else _leeway(env.get("PROXY_JWT_LEEWAY_S"))
+    if not math.isfinite(leeway_s) or not 0 <= leeway_s <= 300:
+        raise ConfigError("the JWT leeway must be between 0 and 300 seconds")
+    return {
+        "client_tokens": tokens,
+        "jwt_secrets": secrets,
+        "jwt_public_key": public_key,
+        "jwt_audience": audience,
+        "jwt_issuer": issuer,
+        "jwt_leeway_s": leeway_s,
+    }
+
+
+def _leeway(value: str | None) -> float:
+    if not value:
+        return 30.0
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError("PROXY_JWT_LEEWAY_S must be a number of seconds") from None
+
+
+def _secrets(listed: str | None, path: str | None, variable: str, what: str) -> tuple[str, ...]:
+    """Secrets from a comma-separated variable or from a file (one a line, ``#`` comments); never both."""
+    if listed is not None and path is not None:
+        raise ConfigError(f"set {variable} or a {what} file, not both")
+    if path is not None:
+        try:
+            text = _read(path, what).decode()
+        except UnicodeDecodeError:
+            raise ConfigError(f"the {what} file {path!r} is not UTF-8 text") from None
+        entries = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+        if not entries:
+            raise ConfigError(f"the {what} file {path!r} holds no entries")
+        return entries
+    if listed is None:
+        return ()
+    entries = tuple(item.strip() for item in listed.split(","))
+    if not any(entries):
+        return ()  # set but blank: none configured, as before
+    if not all(entries):
+        raise ConfigError(f"{variable} has an empty entry")
+    return entries
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_AUTH_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path!r}: {exc.strerror or 'error'}") from None
+    if len(data) > MAX_AUTH_FILE_BYTES:
+        raise ConfigError(f"the {what} file {path!r} is larger than {MAX_AUTH_FILE_BYTES} bytes")
+    return data
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -256,7 +363,6 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         "client_json_passthrough": _truthy(env.get("OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH")),
         "deepgram_synthetic_audio_done": _truthy(env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE")),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
-        "client_tokens": _list(env.get("PROXY_CLIENT_TOKENS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
     }
     edge_limits: dict[str, object] = {}
@@ -265,6 +371,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
             edge_limits[name] = parse(text, variable)
     if edge_limits:
         values["limits"] = replace(Limits(), **edge_limits)  # type: ignore[arg-type]
+    values.update(_client_auth(env, overrides))
     timeout = env.get("OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS")
     if timeout:
         values["deferred_response_create_timeout_s"] = _seconds_from_ms(
@@ -277,7 +384,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
     }
     keys = {"openai_key": _key(env, "OPENAI_API_KEY"), "deepgram_key": _key(env, "DEEPGRAM_API_KEY")}
     for name, value in overrides.items():
-        if value is None:
+        if value is None or name in _AUTH_OVERRIDES:
             continue
         if name in urls:
             urls[name] = str(value)

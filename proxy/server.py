@@ -21,7 +21,6 @@ loop itself rides out running out of file descriptors or memory: it pauses, logs
 from __future__ import annotations
 
 import errno
-import hmac
 import http
 import itertools
 import json
@@ -29,13 +28,14 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl
 
-import h11
 import trio
 
 from .admission import Admission, LogThrottle, Ticket
+from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
 from .http import TEXT, BadHead, HeadReader, RequestHead, encode_answer
@@ -43,7 +43,7 @@ from .metrics import Metrics
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
 from .transport import SocketTransport
-from .ws import Refusal, WebSocket, accept_response, parse_upgrade
+from .ws import Refusal, Upgrade, WebSocket, accept_response, parse_upgrade
 
 __all__ = ["Metrics", "ProxyServer", "default_routes", "receive_request_head"]
 
@@ -260,10 +260,20 @@ class ProxyServer:
         if route is None:
             await self._refuse(stream, 404, "Not Found", "unknown_path", deadline)
             return
+        connection_id = f"c{next(self._ids)}"
+        upgrade_request = parse_upgrade(request)
+        if isinstance(upgrade_request, Refusal):
+            self.metrics.count_rejected("handshake")
+            await _send(
+                stream,
+                encode_answer(upgrade_request.status, upgrade_request.message.encode(), extra=upgrade_request.headers),
+                deadline,
+            )
+            return
         # Who the client is comes before any word about capacity.
-        refusal = self._check_client(headers, query)
-        if refusal is not None:
-            await self._refuse(stream, refusal.status, refusal.message, "unauthorized", deadline)
+        admitted = self._check_client(route[0], query, upgrade_request, connection_id)
+        if isinstance(admitted, Refused):
+            await self._refuse(stream, admitted.status, admitted.message, admitted.metric_reason, deadline)
             return
         if self._draining:
             await self._refuse(stream, 503, "Server shutting down", "draining", deadline)
@@ -280,54 +290,47 @@ class ProxyServer:
         # An upgrade under way counts for the drain like a session: its 101 may already be on the way.
         self._upgrading += 1
         try:
-            opened = await self._open_session(stream, head.buffered, route, request, path, query, deadline)
+            opened = await self._open_session(
+                stream, head.buffered, route, upgrade_request, admitted, path, query, connection_id, deadline
+            )
         finally:
             self._upgrading -= 1
             self._changed.set()
         if opened is not None:
             await self._run_session(*opened)
 
-    def _check_client(self, headers: dict[bytes, bytes], query: str) -> Reject | None:
-        config = self.config
-        if config.allowed_origins:
-            origin = headers.get(b"origin", b"").decode("latin-1")
-            if origin not in config.allowed_origins:
-                return Reject(403, "Origin not allowed")
-        if config.client_tokens:
-            tokens = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "token"]
-            offered = tokens[0] if len(tokens) == 1 else ""
-            if not any(hmac.compare_digest(offered.encode(), t.encode()) for t in config.client_tokens):
-                return Reject(401, "Unauthorized")
-        return None
+    def _check_client(self, route_name: str, query: str, upgrade: Upgrade, connection_id: str) -> Admitted | Refused:
+        """Who may connect (proxy/auth.py); the refusal reason is logged as a word, never the credential."""
+        request = ClientRequest(upgrade.headers, query, route_name, upgrade.subprotocols)
+        verdict = ClientGate.from_config(self.config).check(request, now=time.time())
+        if isinstance(verdict, Refused):
+            log.warning("%s: %s upgrade refused: %s", connection_id, route_name, verdict.reason)
+        elif verdict.principal != "anonymous":
+            log.info("%s: client authenticated as %s", connection_id, verdict.principal)
+        return verdict
 
     async def _open_session(
         self,
         stream: trio.SocketStream,
         buffered: bytes,
         route: tuple[str, Route],
-        request: h11.Request,
+        upgrade: Upgrade,
+        admitted: Admitted,
         path: str,
         query: str,
+        connection_id: str,
         deadline: float,
     ) -> tuple[Session, SocketTransport, str] | None:
         """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
-        connection_id = f"c{next(self._ids)}"
         trace = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "traceId"]
         trace_id = trace[0].strip() if trace and _TRACE_ID.fullmatch(trace[0].strip()) else connection_id
-        upgrade = parse_upgrade(request)
-        if isinstance(upgrade, Refusal):
-            self.metrics.count_rejected("handshake")
-            await _send(
-                stream, encode_answer(upgrade.status, upgrade.message.encode(), extra=upgrade.headers), deadline
-            )
-            return None
         route_request = RouteRequest(
             path=path,
             query=query,
             headers=upgrade.headers,
-            subprotocols=upgrade.subprotocols,
+            subprotocols=admitted.subprotocols,
             connection_id=connection_id,
             trace_id=trace_id,
         )
@@ -340,7 +343,9 @@ class ProxyServer:
         if isinstance(decision, Reject):
             await self._refuse(stream, decision.status, decision.message, "policy", deadline)
             return None
-        if not await _send(stream, accept_response(upgrade.key, decision.subprotocol, _UPGRADE_HEADERS), deadline):
+        # A browser that offered ["token", <jwt>] fails the connection unless one offered entry is echoed.
+        subprotocol = decision.subprotocol if decision.subprotocol is not None else admitted.echo
+        if not await _send(stream, accept_response(upgrade.key, subprotocol, _UPGRADE_HEADERS), deadline):
             self.metrics.count_rejected("handshake_timeout")
             return None
         transport = SocketTransport.take_over(stream)
@@ -348,7 +353,7 @@ class ProxyServer:
             transport,
             client=False,
             max_message_size=limits.client_max_message_bytes,
-            subprotocol=decision.subprotocol,
+            subprotocol=subprotocol,
             buffered=buffered,
         )
         label = f"{route_name} {connection_id}"

@@ -245,7 +245,7 @@ async def test_authentication_is_decided_before_capacity() -> None:
     assert unauthenticated.value.status_code == 401
     assert over_capacity.value.status_code == 503
     assert (b"retry-after", b"1") in [(k.lower(), v) for k, v in over_capacity.value.headers]
-    assert server.metrics.rejected_total == {"unauthorized": 1, "capacity": 1}
+    assert server.metrics.rejected_total == {"unauthorized_bad_token": 1, "capacity": 1}
 
 
 # -- the accept loop -------------------------------------------------------------------------------------------
