@@ -258,6 +258,8 @@ class ProxyServer:
             max_message_size=limits.client_max_message_bytes,
             subprotocol=decision.subprotocol,
             buffered=buffered,
+            max_fragments_per_message=limits.max_fragments_per_message,
+            max_control_frames_per_s=limits.max_control_frames_per_s,
         )
         label = f"{route_name} {connection_id}"
         stats = SessionStats()
