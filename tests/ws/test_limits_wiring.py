@@ -1,5 +1,6 @@
-"""The WebSocket limits as an operator sets them: flags and variables, and that both legs of a real proxy enforce
-them (the client leg built by the server, the upstream leg by ``tcp_connector``), on loopback sockets."""
+"""The WebSocket layer in a real proxy on loopback sockets: the limits as an operator sets them (flags and
+variables) enforced on both legs (the client leg built by the server, the upstream leg by ``tcp_connector``), and a
+compression offer declined."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import trio
 from proxy import cli
 from proxy.config import Config, ConfigError, Limits, from_env
 from proxy.session import UpstreamTarget, tcp_connector
-from proxy.ws import ConnectionClosed, connect
+from proxy.ws import ConnectionClosed, WebSocket, connect
 from proxy.ws.frames import DEFAULT_MAX_CONTROL_FRAMES_PER_S, DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
-from tests.server.test_server import proxy
+from proxy.ws.handshake import Accepted, ClientHandshake
+from tests.server.test_server import echo_upstream, proxy
 from tests.ws.wire import CONTINUATION, PONG, TEXT, frame
 from tests.wsmem import answer_upgrade
 
@@ -116,3 +118,21 @@ async def test_the_tcp_connector_applies_the_limits_to_the_upstream_leg(flood: s
         with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
             await ws.get_message()
     assert (info.value.reason.code, info.value.reason.by_peer) == (1008, False)
+
+
+async def test_a_permessage_deflate_offer_is_declined_and_the_session_works() -> None:
+    offer = ((b"Sec-WebSocket-Extensions", b"permessage-deflate; client_max_window_bits"),)
+    async with echo_upstream() as upstream_port, proxy(upstream_port=upstream_port) as (_, port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        handshake = ClientHandshake()
+        await stream.send_all(handshake.request("proxy.test", "/relay", extra_headers=offer))
+        with trio.fail_after(5):
+            while (answer := handshake.receive_data(await stream.receive_some())) is None:
+                pass
+        assert isinstance(answer, Accepted)
+        assert b"sec-websocket-extensions" not in {name.lower() for name, _ in answer.headers}
+        ws = WebSocket(stream, client=True, max_message_size=1 << 20, buffered=answer.extra)
+        await ws.send_message("uncompressed")
+        with trio.fail_after(5):
+            assert await ws.get_message() == "uncompressed"
+        await ws.aclose()
