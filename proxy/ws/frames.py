@@ -220,9 +220,7 @@ class FrameDecoder:
             if frame is None:
                 return None
             opcode, fin, payload = frame
-            if opcode in (OP_TEXT, OP_BINARY):
-                if self._message is not None:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "New data frame before the previous message ended")
+            if opcode in (OP_TEXT, OP_BINARY):  # fragmentation was checked from the header
                 if fin:
                     return _message(opcode == OP_TEXT, payload)
                 self._message = bytearray(payload)
@@ -231,8 +229,7 @@ class FrameDecoder:
                 continue
             if opcode == OP_CONTINUATION:
                 message = self._message
-                if message is None:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "Continuation frame without a message to continue")
+                assert message is not None  # checked from the header
                 message += payload
                 self._fragments += 1
                 if not fin:
@@ -282,11 +279,20 @@ class FrameDecoder:
                 raise ProtocolViolation(PROTOCOL_ERROR, "Payload length with the most significant bit set")
             pos = 10
         if opcode in _DATA_OPCODES:
-            # Refuse before buffering: the limits hold for the whole message, whatever its fragmentation.
-            message = self._message if opcode == OP_CONTINUATION else None
-            if length + (0 if message is None else len(message)) > self._max:
+            # Refuse from the header, before buffering: bad fragmentation, and the limits, which hold for the whole
+            # message whatever its fragmentation.
+            message = self._message
+            if opcode == OP_CONTINUATION:
+                if message is None:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "Continuation frame without a message to continue")
+                total = length + len(message)
+            elif message is not None:
+                raise ProtocolViolation(PROTOCOL_ERROR, "New data frame before the previous message ended")
+            else:
+                total = length
+            if total > self._max:
                 raise ProtocolViolation(MESSAGE_TOO_BIG, "Message over the size limit")
-            if message is not None and self._fragments >= self._max_fragments:
+            if opcode == OP_CONTINUATION and self._fragments >= self._max_fragments:
                 raise ProtocolViolation(POLICY_VIOLATION, "Too many fragments in one message")
         end = pos + (4 if masked else 0) + length
         if size < end:

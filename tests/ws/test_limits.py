@@ -9,6 +9,8 @@ import tracemalloc
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.ws import ConnectionClosed, WebSocket
 from proxy.ws.connection import YIELD_BUDGET_BYTES
@@ -19,6 +21,7 @@ from proxy.ws.frames import (
     FrameDecoder,
     ProtocolViolation,
 )
+from tests.fuzzing import fuzz_settings
 from tests.ws.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawPeer, frame
 
 MiB = 1 << 20
@@ -112,6 +115,58 @@ def test_reassembly_memory_follows_the_bytes_not_the_fragment_count() -> None:
         tracemalloc.stop()
     assert events == [b"x" * limit]
     assert peak < 2 * limit + 3 * len(read)
+
+
+# -- the decoder alone, on any bytes ---------------------------------------------------------------------------------
+
+#: Beyond the message limit, the decoder may hold one incomplete frame that is not message payload: a data frame's
+#: header (at most 14 bytes) or a whole control frame (2 + 4 + 125 bytes), whichever is longer.
+MAX_EXTRA_BYTES = 2 + 4 + 125
+
+
+@st.composite
+def hostile_bytes(draw: st.DrawFn, masked: bool) -> bytes:
+    """Frames mostly right for the role (so decoding gets somewhere), with random bytes and wrong frames mixed in."""
+    parts = []
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 9)) == 0:
+            parts.append(draw(st.binary(max_size=40)))
+            continue
+        right_masking = draw(st.integers(0, 19)) > 0
+        key = draw(st.binary(min_size=4, max_size=4)) if masked == right_masking else None
+        opcode = draw(st.sampled_from([CONTINUATION, CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG, 3, 11]))
+        rsv = draw(st.sampled_from([0] * 9 + [1]))
+        payload = draw(st.one_of(st.binary(max_size=30), st.binary(min_size=126, max_size=700)))
+        parts.append(frame(opcode, payload, fin=draw(st.booleans()), key=key, rsv=rsv))
+    return b"".join(parts)
+
+
+@pytest.mark.fuzz
+@fuzz_settings(300)
+@given(
+    data=st.data(),
+    client=st.booleans(),
+    max_message_size=st.integers(0, 400),
+    max_fragments=st.integers(1, 6),
+)
+def test_the_decoder_on_any_bytes_only_ever_raises_protocol_violation_and_stays_bounded(
+    data: st.DataObject, client: bool, max_message_size: int, max_fragments: int
+) -> None:
+    raw = data.draw(hostile_bytes(masked=not client))
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=20))
+    decoder = FrameDecoder(client=client, max_message_size=max_message_size, max_fragments=max_fragments)
+    bounds = sorted({0, len(raw), *(min(cut, len(raw)) for cut in cuts)})
+    code = None
+    try:
+        for start, end in itertools.pairwise(bounds):
+            decoder.feed(raw[start:end])
+            while decoder.next_event() is not None:
+                pass
+            # Waiting for more bytes, it holds at most one message and one incomplete control frame.
+            assert decoder.buffered < max_message_size + MAX_EXTRA_BYTES
+    except ProtocolViolation as violation:
+        code = violation.code
+    assert code in (None, 1002, 1007, 1008, 1009)
 
 
 # -- control frames per second ---------------------------------------------------------------------------------------
