@@ -8,6 +8,7 @@ on a command line is visible to every user of the machine).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -94,6 +95,16 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
     )
     p.add_argument(
+        "--max-fragments-per-message",
+        help="frames in one WebSocket message, empty ones included; more: close 1008 "
+        "(env PROXY_MAX_FRAGMENTS_PER_MESSAGE, default 128)",
+    )
+    p.add_argument(
+        "--max-control-frames-per-s",
+        help="pings and pongs a peer may send per second; more: close 1008 "
+        "(env PROXY_MAX_CONTROL_FRAMES_PER_S, default 20)",
+    )
+    p.add_argument(
         "--allowed-origin",
         action="append",
         help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
@@ -154,6 +165,14 @@ def build_config(args: argparse.Namespace) -> Config:
         from dataclasses import replace
 
         config = replace(config, limits=replace(config.limits, max_sessions=args.max_sessions))
+    if args.max_fragments_per_message is not None:
+        fragments = config_module.parse_count(args.max_fragments_per_message, "--max-fragments-per-message")
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, max_fragments_per_message=fragments)
+        )
+    if args.max_control_frames_per_s is not None:
+        rate = config_module.parse_rate(args.max_control_frames_per_s, "--max-control-frames-per-s")
+        config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_control_frames_per_s=rate))
     return _edge_limits(config, args)
 
 

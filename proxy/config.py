@@ -15,6 +15,7 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 from .auth import VerificationKey, load_public_key, secret_problem
+from .ws.frames import DEFAULT_MAX_CONTROL_FRAMES_PER_S, DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
 
 OPENAI_DEFAULT_URL = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
 DEEPGRAM_AGENT_DEFAULT_URL = "wss://agent.deepgram.com/v1/agent/converse"
@@ -88,6 +89,10 @@ class Limits:
     handshake_timeout_s: float = 10.0
     client_max_message_bytes: int = 1 << 20
     upstream_max_message_bytes: int = 16 << 20
+    #: Frames in one WebSocket message, empty ones included (both legs); one more is closed with 1008.
+    max_fragments_per_message: int = DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
+    #: Pings and pongs a peer may send per second, in bursts of up to one second's worth (both legs); else 1008.
+    max_control_frames_per_s: float = DEFAULT_MAX_CONTROL_FRAMES_PER_S
     outbox_high_water_frames: int = 256
     outbox_high_water_bytes: int = 4 << 20
     upstream_connect_timeout_s: float = 10.0
@@ -352,6 +357,38 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+def parse_count(value: str, name: str) -> int:
+    """A whole number of at least 1 (a flag's or a variable's text)."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if count < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return count
+
+
+def parse_rate(value: str, name: str) -> float:
+    """A finite number above 0 (a flag's or a variable's text)."""
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"{name} must be a finite number above 0")
+    return rate
+
+
+def _websocket_limits(env: Mapping[str, str], limits: Limits) -> Limits:
+    fragments = env.get("PROXY_MAX_FRAGMENTS_PER_MESSAGE")
+    if fragments:
+        limits = replace(limits, max_fragments_per_message=parse_count(fragments, "PROXY_MAX_FRAGMENTS_PER_MESSAGE"))
+    control = env.get("PROXY_MAX_CONTROL_FRAMES_PER_S")
+    if control:
+        limits = replace(limits, max_control_frames_per_s=parse_rate(control, "PROXY_MAX_CONTROL_FRAMES_PER_S"))
+    return limits
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
     """Build a Config from the environment, then apply ``overrides`` (already-parsed flag values; None = unset)."""
     env = os.environ if env is None else env
@@ -392,6 +429,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
             keys[name] = str(value).strip()
         else:
             values[name] = value
+    limits = values.get("limits", Limits())
+    assert isinstance(limits, Limits)
+    values["limits"] = _websocket_limits(env, limits)
     values["openai"] = _choose(urls["openai_url"], keys["openai_key"], OPENAI_DEFAULT_URL, "OPENAI_REALTIME_URL")
     values["deepgram_agent"] = _choose(
         urls["deepgram_agent_url"], keys["deepgram_key"], DEEPGRAM_AGENT_DEFAULT_URL, "DEEPGRAM_AGENT_URL"

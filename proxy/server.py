@@ -355,6 +355,8 @@ class ProxyServer:
             max_message_size=limits.client_max_message_bytes,
             subprotocol=subprotocol,
             buffered=buffered,
+            max_fragments_per_message=limits.max_fragments_per_message,
+            max_control_frames_per_s=limits.max_control_frames_per_s,
         )
         label = f"{route_name} {connection_id}"
         session = Session(client, decision.core, decision.target, limits, label=label, stats=SessionStats())

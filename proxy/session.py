@@ -108,6 +108,8 @@ async def tcp_connector(target: UpstreamTarget, limits: Limits) -> WebSocket:
                 subprotocols=target.subprotocols,
                 extra_headers=target.headers,
                 max_message_size=limits.upstream_max_message_bytes,
+                max_fragments_per_message=limits.max_fragments_per_message,
+                max_control_frames_per_s=limits.max_control_frames_per_s,
             )
         except BaseException:
             await trio.aclose_forcefully(stream)

@@ -9,6 +9,12 @@ Concurrency rules: one task at a time may call :meth:`WebSocket.get_message`; an
 written whole, in the order the senders got the transport); :meth:`WebSocket.aclose` completes the closing handshake
 whether or not a reader is active. A send cut off by cancellation leaves a partial frame on the wire: the connection
 then refuses further frames and :meth:`WebSocket.aclose` only drops the transport.
+
+Fairness: the reading path yields to the scheduler at least once per :data:`YIELD_BUDGET_BYTES` read or per
+``YIELD_BUDGET_BYTES // EVENT_COST_BYTES`` events, whatever the transport does, so a peer whose bytes are always
+there (and whose events are all swallowed here: pongs, empty fragments) cannot starve other sessions. A budget, not a
+checkpoint per read or per frame: a checkpoint is a trip through the scheduler, and the hot path is one small audio
+message after another.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from .handshake import Accepted, ClientHandshake, HandshakeFailed
 
 RECEIVE_BYTES: Final = 65_536
 ABNORMAL: Final = 1006
+#: Bytes read (or events decoded, at EVENT_COST_BYTES each) between two forced schedule points.
+YIELD_BUDGET_BYTES: Final = 16_384
+EVENT_COST_BYTES: Final = 512
 
 
 class CloseReason(NamedTuple):
@@ -61,6 +70,7 @@ class WebSocket:
         "_close_sent",
         "_closed",
         "_closed_event",
+        "_control_rate",
         "_decoder",
         "_mask",
         "_ping_ids",
@@ -71,6 +81,7 @@ class WebSocket:
         "_send_lot",
         "_sending",
         "_stream",
+        "_yield_budget",
         "send_started",
         "subprotocol",
     )
@@ -84,10 +95,16 @@ class WebSocket:
         subprotocol: str | None = None,
         buffered: bytes = b"",
         receive_bytes: int = RECEIVE_BYTES,
+        max_fragments_per_message: int = frames.DEFAULT_MAX_FRAGMENTS_PER_MESSAGE,
+        max_control_frames_per_s: float = frames.DEFAULT_MAX_CONTROL_FRAMES_PER_S,
     ) -> None:
         self._stream = stream
         self._mask = client
-        self._decoder = FrameDecoder(client=client, max_message_size=max_message_size)
+        self._decoder = FrameDecoder(
+            client=client, max_message_size=max_message_size, max_fragments=max_fragments_per_message
+        )
+        self._control_rate = frames.ControlFrameRate(max_control_frames_per_s)
+        self._yield_budget = YIELD_BUDGET_BYTES
         if buffered:
             self._decoder.feed(buffered)
         self._receive_bytes = receive_bytes
@@ -144,12 +161,19 @@ class WebSocket:
     async def _next_event(self) -> frames.Event:
         decoder = self._decoder
         while True:
+            if self._yield_budget <= 0:
+                # Before decoding, so a cancellation here loses nothing.
+                self._yield_budget = YIELD_BUDGET_BYTES
+                await trio.lowlevel.checkpoint()
             try:
                 event = decoder.next_event()
+                if isinstance(event, Ping | Pong):
+                    self._control_rate.admit(trio.current_time())
             except ProtocolViolation as violation:
                 await self._fail(violation)
                 raise AssertionError("unreachable") from None
             if event is not None:
+                self._yield_budget -= EVENT_COST_BYTES
                 return event
             try:
                 data = await self._stream.receive_some(self._receive_bytes)
@@ -158,6 +182,7 @@ class WebSocket:
             if not data:
                 await self._finish(CloseReason(ABNORMAL, None))
                 raise ConnectionClosed(self._closed or CloseReason(ABNORMAL))
+            self._yield_budget -= len(data)
             decoder.feed(data)
 
     async def _control(self, event: Ping | Pong | PeerClose) -> None:
@@ -328,6 +353,8 @@ async def connect(
     subprotocols: tuple[str, ...] = (),
     extra_headers: tuple[tuple[bytes, bytes], ...] = (),
     max_message_size: int,
+    max_fragments_per_message: int = frames.DEFAULT_MAX_FRAGMENTS_PER_MESSAGE,
+    max_control_frames_per_s: float = frames.DEFAULT_MAX_CONTROL_FRAMES_PER_S,
 ) -> WebSocket:
     """Run the client handshake on an open stream. Raises :class:`ConnectionRejected` for a non-101 answer and
     :class:`HandshakeFailed` for an invalid one; the caller bounds the time and closes the stream on failure."""
@@ -348,6 +375,8 @@ async def connect(
                 max_message_size=max_message_size,
                 subprotocol=outcome.subprotocol,
                 buffered=outcome.extra,
+                max_fragments_per_message=max_fragments_per_message,
+                max_control_frames_per_s=max_control_frames_per_s,
             )
         raise ConnectionRejected(outcome.status, outcome.headers, outcome.body)
 

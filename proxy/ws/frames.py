@@ -3,8 +3,11 @@
 The proxy's two legs carry one small message every few tens of milliseconds per session, so the cost per frame
 decides how many sessions a process carries. This codec does what the proxy needs and nothing else: no extensions
 (none is ever negotiated, so any RSV bit is an error), fragments reassembled, control frames interleaved, every
-violation reported with the close code RFC 6455 §7.4.1 prescribes. Masking and unmasking run in numpy (one
-vectorised XOR per frame); there are no per-byte Python loops.
+violation reported with the close code RFC 6455 §7.4.1 prescribes. It is also the first line against a hostile
+peer: a message is bounded in bytes and in fragments (every fragment counts, empty ones too) before its payload is
+buffered, fragments are reassembled into one ``bytearray`` (memory follows the bytes received, not the frame count),
+and :class:`ControlFrameRate` bounds pings and pongs per second for the caller, which owns the clock. Masking
+and unmasking run in numpy (one vectorised XOR per frame); there are no per-byte Python loops.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ _CONTROL_OPCODES: Final = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 
 PROTOCOL_ERROR: Final = 1002
 INVALID_DATA: Final = 1007
+POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
 NO_STATUS: Final = 1005
 MAX_CONTROL_PAYLOAD: Final = 125
+#: Defaults of the per-connection limits (``proxy.config.Limits`` uses them). The component and the providers send
+#: messages whole or in a few fragments; pings and pongs are keepalives, a few a minute.
+DEFAULT_MAX_FRAGMENTS_PER_MESSAGE: Final = 128
+DEFAULT_MAX_CONTROL_FRAMES_PER_S: Final = 20.0
 
 
 class Ping(NamedTuple):
@@ -145,31 +153,65 @@ def parse_close(payload: bytes) -> PeerClose:
     return PeerClose(code, reason)
 
 
+class ControlFrameRate:
+    """A token bucket for pings and pongs: ``max_per_s`` a second on average, bursts of up to one second's worth.
+
+    Sans-IO: the caller passes the time. A ping costs us a pong and a pong a dictionary look-up, so a flood of
+    either is a way to burn our CPU and upstream bandwidth; a keepalive peer sends a few a minute.
+    """
+
+    __slots__ = ("_last", "_max_per_s", "_tokens")
+
+    def __init__(self, max_per_s: float = DEFAULT_MAX_CONTROL_FRAMES_PER_S) -> None:
+        if not max_per_s > 0:
+            raise ValueError("max_per_s must be positive")
+        self._max_per_s = max_per_s
+        self._tokens = max_per_s
+        self._last: float | None = None
+
+    def admit(self, now: float) -> None:
+        """Count one control frame received at ``now``; raises :class:`ProtocolViolation` (1008) over the rate."""
+        if self._last is not None:
+            self._tokens = min(self._max_per_s, self._tokens + (now - self._last) * self._max_per_s)
+        self._last = now
+        if self._tokens < 1:
+            raise ProtocolViolation(POLICY_VIOLATION, "Too many control frames")
+        self._tokens -= 1
+
+
 class FrameDecoder:
     """Turns received bytes into :data:`Event` values, one at a time.
 
     ``client``: we are the client, so frames from the peer must not be masked; a server requires every frame to
     be masked. ``max_message_size`` bounds a message (all its fragments) before any of it is buffered: a frame
     header announcing more is refused at once with 1009, so a peer cannot make us hold more than the limit.
+    ``max_fragments`` bounds the frames of one message, empty ones included (1008 from the header of the first
+    frame over it): without it a peer could keep one message open forever with empty continuations.
     """
 
-    __slots__ = ("_buf", "_fragments", "_fragments_size", "_fragments_text", "_max", "_require_mask")
+    __slots__ = ("_buf", "_fragments", "_max", "_max_fragments", "_message", "_message_text", "_require_mask")
 
-    def __init__(self, *, client: bool, max_message_size: int) -> None:
+    def __init__(
+        self, *, client: bool, max_message_size: int, max_fragments: int = DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
+    ) -> None:
+        if max_fragments < 1:
+            raise ValueError("max_fragments must be at least 1")
         self._buf = bytearray()
         self._require_mask = not client
         self._max = max_message_size
-        self._fragments: list[bytes] | None = None
-        self._fragments_text = False
-        self._fragments_size = 0
+        self._max_fragments = max_fragments
+        #: The fragmented message being reassembled (None: no message open). One growing buffer, never a list.
+        self._message: bytearray | None = None
+        self._message_text = False
+        self._fragments = 0  # frames of the open message so far
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
 
     @property
     def buffered(self) -> int:
-        """Bytes received and not yet consumed."""
-        return len(self._buf)
+        """Bytes held: received and not yet consumed, plus the message being reassembled."""
+        return len(self._buf) + (0 if self._message is None else len(self._message))
 
     def next_event(self) -> Event | None:
         """The next complete event, or None when more bytes are needed. Raises :class:`ProtocolViolation`."""
@@ -178,26 +220,23 @@ class FrameDecoder:
             if frame is None:
                 return None
             opcode, fin, payload = frame
-            if opcode in (OP_TEXT, OP_BINARY):
-                if self._fragments is not None:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "New data frame before the previous message ended")
+            if opcode in (OP_TEXT, OP_BINARY):  # fragmentation was checked from the header
                 if fin:
                     return _message(opcode == OP_TEXT, payload)
-                self._fragments = [payload] if payload else []
-                self._fragments_text = opcode == OP_TEXT
-                self._fragments_size = len(payload)
+                self._message = bytearray(payload)
+                self._message_text = opcode == OP_TEXT
+                self._fragments = 1
                 continue
             if opcode == OP_CONTINUATION:
-                fragments = self._fragments
-                if fragments is None:
-                    raise ProtocolViolation(PROTOCOL_ERROR, "Continuation frame without a message to continue")
-                if payload:
-                    fragments.append(payload)
+                message = self._message
+                assert message is not None  # checked from the header
+                message += payload
+                self._fragments += 1
                 if not fin:
                     continue
-                self._fragments = None
-                self._fragments_size = 0
-                return _message(self._fragments_text, b"".join(fragments))
+                self._message = None
+                self._fragments = 0
+                return _message(self._message_text, message)
             if opcode == OP_PING:
                 return Ping(payload)
             if opcode == OP_PONG:
@@ -240,15 +279,24 @@ class FrameDecoder:
                 raise ProtocolViolation(PROTOCOL_ERROR, "Payload length with the most significant bit set")
             pos = 10
         if opcode in _DATA_OPCODES:
-            # Refuse before buffering: the limit holds for the whole message, whatever its fragmentation.
-            total = length + (self._fragments_size if opcode == OP_CONTINUATION else 0)
+            # Refuse from the header, before buffering: bad fragmentation, and the limits, which hold for the whole
+            # message whatever its fragmentation.
+            message = self._message
+            if opcode == OP_CONTINUATION:
+                if message is None:
+                    raise ProtocolViolation(PROTOCOL_ERROR, "Continuation frame without a message to continue")
+                total = length + len(message)
+            elif message is not None:
+                raise ProtocolViolation(PROTOCOL_ERROR, "New data frame before the previous message ended")
+            else:
+                total = length
             if total > self._max:
                 raise ProtocolViolation(MESSAGE_TOO_BIG, "Message over the size limit")
+            if opcode == OP_CONTINUATION and self._fragments >= self._max_fragments:
+                raise ProtocolViolation(POLICY_VIOLATION, "Too many fragments in one message")
         end = pos + (4 if masked else 0) + length
         if size < end:
             return None  # the header is parsed again when more bytes arrive: nothing above may change state
-        if opcode == OP_CONTINUATION:
-            self._fragments_size += length
         if masked:
             key = bytes(buf[pos : pos + 4])
             payload = unmask(buf, key, pos + 4, length)
@@ -258,9 +306,9 @@ class FrameDecoder:
         return opcode, fin, payload
 
 
-def _message(text: bool, payload: bytes) -> str | bytes:
+def _message(text: bool, payload: bytes | bytearray) -> str | bytes:
     if not text:
-        return payload
+        return bytes(payload)
     try:
         return payload.decode()
     except UnicodeDecodeError:
