@@ -354,6 +354,7 @@ UNMAPPED_UPSTREAM_CODE: Final = "unmapped_upstream_event"
 UNMAPPED_UPSTREAM_DESCRIPTION: Final = "Proxy received upstream message that could not be parsed as JSON."
 CLOSED_BEFORE_READY_CODE: Final = "upstream_closed_before_session_ready"
 QUEUE_OVERFLOW_CODE: Final = "client_queue_overflow"
+TOO_DEEP_CLIENT_CODE: Final = "client_message_too_deep"
 UNKNOWN_ERROR_CODE: Final = "unknown"
 UNKNOWN_ERROR_DESCRIPTION: Final = "Unknown error"
 _CLOSE_REASON_LIMIT: Final = 120
@@ -378,6 +379,10 @@ def disallowed_description(type_name: str) -> str:
         f"Allowed: {ALLOWED_CLIENT_TYPES_DESCRIPTION} "
         "Enable OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH=1 only for legacy debugging."
     )
+
+
+def too_deep_client_description(max_depth: int) -> str:
+    return f"Client message nests objects or arrays more than {max_depth} levels deep; it was not processed."
 
 
 def redact(text: str) -> str:
