@@ -8,10 +8,12 @@ so more kinds can be added in :func:`config_secrets`) and masks
 * bearer-token-shaped text whatever its value: ``sk-…``/``rk-…``/``pk-…`` keys, the value after ``Bearer`` or
   ``Token``, and JWT-shaped ``eyJ…`` strings.
 
-It is cheap enough for the pass-through's hot path: every 8-character slice of a secret contains one of the
-secret's 4-character pieces at offsets 0, 4, 8, … (its *aligned pieces*), so text that contains none of them is
-left alone after a few plain substring searches, and the shapes have their own substring pre-check. Only text that
-passes a pre-check is scanned in Python.
+It is cheap enough for the pass-through's hot path. The pre-check costs the same whatever the number of secrets:
+an 8-byte run shared with a secret covers one whole 4-byte window of the text at an offset divisible by 4, so the
+text's UTF-8 is read as 4-byte integers (in C) and compared, as a set, with every 4-byte window of every secret.
+Only a hit leads to the exact search (substring searches for each secret's 4-character pieces at offsets 0, 4, 8, …,
+one of which any 8-character slice contains, then a character-by-character extension). The shapes have their own
+substring pre-check.
 
 Logs: :func:`install_log_redaction` makes the redactor a true choke point for the process's log records: a log
 record factory redacts every record as it is created (message with its arguments, exception and stack text), so
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
+import sys
 import traceback
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -51,7 +55,9 @@ _SHAPES: Final = re.compile(
     r"|\beyJ[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*){0,2}"
 )
 #: Substrings at least one of which every match of _SHAPES contains.
-_SHAPE_HINTS: Final = ("sk-", "rk-", "pk-", "earer", "EARER", "oken", "OKEN", "eyJ")
+_SHAPE_HINTS: Final = ("k-", "earer", "EARER", "oken", "OKEN", "eyJ")
+_WORD: Final = "I"  # the pre-check reads text as native 4-byte unsigned integers
+assert struct.calcsize(_WORD) == _PIECE_CHARS
 
 
 def _mask_shape(match: re.Match[str]) -> str:
@@ -65,12 +71,21 @@ def _mask_shape(match: re.Match[str]) -> str:
 class Redactor:
     """Masks configured secrets (and slices of them) and token-shaped text. Immutable; safe to share."""
 
-    __slots__ = ("_pieces", "_secrets")
+    __slots__ = ("_pieces", "_secrets", "_short", "_windows")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         unique = {secret for secret in secrets if secret and len(secret) >= MIN_SECRET_CHARS}
         #: Longest first, so a secret that contains another is masked whole.
         self._secrets: tuple[str, ...] = tuple(sorted(unique, key=len, reverse=True))
+        #: Only the exact value of a secret shorter than MIN_SLICE_CHARS is masked.
+        self._short = tuple(secret for secret in self._secrets if len(secret) < MIN_SLICE_CHARS)
+        # Every 4-byte window of every longer secret's UTF-8, as the integers the pre-check compares.
+        windows: set[int] = set()
+        for secret in self._secrets:
+            if len(secret) >= MIN_SLICE_CHARS:
+                data = secret.encode("utf-8", "surrogatepass")
+                windows.update(int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(len(data) - 3))
+        self._windows = frozenset(windows)
         # Aligned piece -> (secret, offset of the piece in it) for every place it occurs in a secret.
         pieces: dict[str, list[tuple[str, int]]] = {}
         for secret in self._secrets:
@@ -96,15 +111,25 @@ class Redactor:
         spans = self._secret_spans(text)
         if spans:
             text = _apply(text, spans)
-        if any(hint in text for hint in _SHAPE_HINTS):
-            text = _SHAPES.sub(_mask_shape, text)
+        for hint in _SHAPE_HINTS:
+            if hint in text:
+                return _SHAPES.sub(_mask_shape, text)
         return text
+
+    def _may_hold_a_slice(self, text: str) -> bool:
+        """The pre-check: False guarantees that no 8+ character slice of a secret is in ``text``."""
+        if not self._windows or len(text) < MIN_SLICE_CHARS:
+            return False
+        data = text.encode("utf-8", "surrogatepass")
+        return not self._windows.isdisjoint(memoryview(data)[: len(data) & ~3].cast(_WORD))
 
     def _secret_spans(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
-        for secret in self._secrets:
-            if len(secret) < MIN_SLICE_CHARS and secret in text:
+        for secret in self._short:
+            if secret in text:
                 spans.extend((start, start + len(secret)) for start in _occurrences(text, secret))
+        if not self._may_hold_a_slice(text):
+            return spans
         for piece, places in self._pieces:
             if piece not in text:  # the cheap pre-check: one substring search per aligned piece
                 continue

@@ -20,6 +20,7 @@ import msgspec
 
 from ..protocol import component
 from ..protocol import openai as oa
+from ..redact import SHAPES_ONLY
 
 # ---------------------------------------------------------------------------------------------------------------
 # JavaScript-compatible helpers
@@ -359,7 +360,6 @@ UNKNOWN_ERROR_CODE: Final = "unknown"
 UNKNOWN_ERROR_DESCRIPTION: Final = "Unknown error"
 _CLOSE_REASON_LIMIT: Final = 120
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_SECRET_LIKE: Final = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{4,}")
 
 
 def allowed_client_types_description() -> str:
@@ -386,8 +386,9 @@ def too_deep_client_description(max_depth: int) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask anything shaped like an API key before text reaches a client or a log."""
-    return _SECRET_LIKE.sub(lambda m: m.group(1) + "-***", text)
+    """Mask anything shaped like an API key or token (the shapes of :mod:`proxy.redact`; configured secrets are
+    masked by the translator's redactor on the way out)."""
+    return SHAPES_ONLY(text)
 
 
 def sanitize_reason(reason: str | None, limit: int = _CLOSE_REASON_LIMIT) -> str:
