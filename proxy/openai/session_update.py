@@ -359,6 +359,10 @@ TOO_DEEP_CLIENT_CODE: Final = "client_message_too_deep"
 UNKNOWN_ERROR_CODE: Final = "unknown"
 UNKNOWN_ERROR_DESCRIPTION: Final = "Unknown error"
 _CLOSE_REASON_LIMIT: Final = 120
+#: Bounds on peer text echoed in an ``Error``: real types and codes are short words, real messages a few sentences.
+MAX_ECHOED_TYPE_CHARS: Final = 200
+MAX_UPSTREAM_CODE_CHARS: Final = 200
+MAX_UPSTREAM_MESSAGE_CHARS: Final = 2000
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -367,10 +371,16 @@ def allowed_client_types_description() -> str:
 
 
 def describe_client_type(value: Any) -> str:
-    """How a client JSON ``type`` appears in the disallowed-type description."""
+    """How a client JSON ``type`` appears in the disallowed-type description (bounded: a client may send a
+    megabyte of it, and every Error is redacted and encoded)."""
     if value is None:
         return "(missing type)"
-    return value if isinstance(value, str) else js_json(value)
+    return bounded_text(value if isinstance(value, str) else js_json(value), MAX_ECHOED_TYPE_CHARS)
+
+
+def bounded_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def disallowed_description(type_name: str) -> str:
@@ -412,8 +422,12 @@ def error_from_upstream(detail: oa.ErrorDetail | None) -> component.Error:
     code = detail.code if detail is not None else None
     message = detail.message if detail is not None else None
     return component.Error(
-        description=redact(message) if isinstance(message, str) and message else UNKNOWN_ERROR_DESCRIPTION,
-        code=code if isinstance(code, str) and code else UNKNOWN_ERROR_CODE,
+        description=(
+            redact(bounded_text(message, MAX_UPSTREAM_MESSAGE_CHARS))
+            if isinstance(message, str) and message
+            else UNKNOWN_ERROR_DESCRIPTION
+        ),
+        code=bounded_text(code, MAX_UPSTREAM_CODE_CHARS) if isinstance(code, str) and code else UNKNOWN_ERROR_CODE,
     )
 
 
