@@ -12,11 +12,13 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from . import config as config_module
+from . import redact
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
@@ -201,12 +203,18 @@ def _edge_limits(config: Config, args: argparse.Namespace) -> Config:
     return replace(config, limits=limits)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
+    """Log to stderr; every record is redacted (``secrets`` and token-shaped text) before any handler sees it."""
+    redactor = redact.Redactor(secrets)
+    redact.install_log_redaction(redactor)
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, redact.RedactingFilter) for existing in handler.filters):
+            handler.addFilter(redact.RedactingFilter(redactor))
 
 
 def main(argv: list[str]) -> int:
@@ -235,7 +243,7 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"configuration error: simulator: {exc}", file=sys.stderr)
             return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, redact.config_secrets(config))
     failed: OSError | None = None
     try:
         trio.run(serve, config, sim_options)

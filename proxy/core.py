@@ -14,17 +14,26 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from .redact import SHAPES_ONLY, Redactor
+
 Frame = str | bytes
 
 # RFC 6455 §7.4: codes that must never appear in a Close frame on the wire.
 _UNSENDABLE: frozenset[int] = frozenset({1004, 1005, 1006, 1015})
 NORMAL = 1000
 GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 MAX_REASON_BYTES = 123
+
+# Blame: codes that say "the peer of THIS connection broke the WebSocket protocol or a limit" (RFC 6455 §7.4.1:
+# protocol error, invalid data, message too big, missing extension). proxy/ws sends them to the peer at fault; they
+# never cross the proxy, where they would blame the innocent peer on the other leg.
+_LEG_ONLY: frozenset[int] = frozenset({PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, 1010})
 
 
 class Close(NamedTuple):
@@ -44,20 +53,40 @@ def truncate_reason(reason: str | None) -> str:
     return data[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
-def relay_close(code: int | None, reason: str | None) -> Close:
-    """Map a close seen on one leg to a close that can be sent on the other.
+def relay_close(code: int | None, reason: str | None, redact: Redactor = SHAPES_ONLY) -> Close:
+    """Map a close seen on one leg to a close that can be sent on the other (the blame policy, both directions).
 
     1005 (a close frame without a status) is a normal end and becomes 1000; None or 1006 (the connection dropped
-    without a close frame), 1015 (TLS failure) and anything outside the ranges a peer may send become 1011. Other codes,
-    application codes 4000-4999 included, pass through with their reason.
+    without a close frame), 1015 (TLS failure), anything outside the ranges a peer may send, and the leg-only codes
+    1002/1007/1009/1010 become 1011 without a reason. Other codes, application codes 4000-4999 included, pass through
+    with their reason, redacted (it is text a peer wrote) and cut to fit.
+
+    Upstream faults that the proxy detected itself never come here: see :func:`upstream_fault`.
     """
     if code == 1005:
-        return Close(NORMAL, truncate_reason(reason))
-    if code is None:
+        return Close(NORMAL, truncate_reason(redact(reason or "")))
+    if code is None or code in _LEG_ONLY:
         return Close(INTERNAL_ERROR, "")
     if code in _UNSENDABLE or not (1000 <= code <= 4999) or 1016 <= code <= 2999:
         return Close(INTERNAL_ERROR, "")
-    return Close(code, truncate_reason(reason))
+    return Close(code, truncate_reason(redact(reason or "")))
+
+
+def upstream_fault(code: int | None, by_peer: bool) -> UpstreamFailure | None:
+    """The failure to report when the upstream leg closed because the upstream broke the protocol or a limit.
+
+    ``by_peer`` False with a leg-only code means proxy/ws closed the upstream for a violation (bad framing, invalid
+    UTF-8, a message over the size limit): the client then gets an ``Error`` where its protocol has one and close
+    1011, never the 1002/1007/1009 that would tell it that it broke the protocol itself.
+    """
+    if by_peer or code not in _LEG_ONLY:
+        return None
+    return UpstreamFailure(FailureKind.PROTOCOL, close_code=code)
+
+
+def client_fault(code: int | None, by_peer: bool) -> bool:
+    """Whether the client leg closed because the client broke the protocol or a limit (proxy/ws closed it)."""
+    return not by_peer and code in _LEG_ONLY
 
 
 class FailureKind(enum.Enum):
@@ -66,14 +95,17 @@ class FailureKind(enum.Enum):
     AUTH = "auth"  # the upstream answered the handshake with HTTP 401 or 403
     HANDSHAKE = "handshake"  # any other non-101 answer
     CONFIG = "config"  # the route cannot be served as configured (for example no key)
+    PROTOCOL = "protocol"  # the open upstream broke the WebSocket protocol or a limit; we closed it
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamFailure:
-    """Why the upstream leg could not be opened. Never carries secrets or addresses: it goes to clients."""
+    """Why the upstream leg could not be opened, or was cut off for breaking the protocol (``close_code``: the
+    code proxy/ws sent it). Never carries secrets or addresses: it goes to clients."""
 
     kind: FailureKind
     status: int | None = None
+    close_code: int | None = None
 
     def error(self) -> tuple[str, str]:
         """The component ``Error`` code and description for this failure (sanitised, client-safe)."""
@@ -87,10 +119,16 @@ class UpstreamFailure:
                 return "upstream_handshake_failed", f"The upstream service refused the connection{status}."
             case FailureKind.CONFIG:
                 return "proxy_configuration_error", "This route is not configured on the proxy."
+            case FailureKind.PROTOCOL:
+                return "upstream_protocol_error", "The upstream service sent data the proxy could not accept."
             case _:
                 return "upstream_connect_failed", "Could not connect to the upstream service."
 
     def close(self) -> Close:
+        # Not 1014 (bad gateway) for a protocol fault: Chromium and wsproto refuse it as a reserved code and fail
+        # the connection with 1002, the very blame this avoids.
+        if self.kind is FailureKind.PROTOCOL:
+            return Close(INTERNAL_ERROR, "Upstream protocol error")
         return Close(INTERNAL_ERROR, "Upstream unavailable")
 
 
@@ -118,7 +156,8 @@ class SessionCore(Protocol):
         """The earliest time (same clock as ``now``) at which :meth:`timer_fired` must run, or None."""
 
     def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
-        """The upstream could not be opened. Returns how to close the client (after sending ``to_client``)."""
+        """The upstream could not be opened, or broke the protocol (``FailureKind.PROTOCOL``, see
+        :func:`upstream_fault`). Returns how to close the client (after sending ``to_client``)."""
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         """The upstream closed (``code`` None: the connection dropped). Returns how to close the client."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from . import redact
 from .config import Config, Upstream, UpstreamSource
 from .core import FailureKind, SessionCore, UpstreamFailure
 from .session import UpstreamTarget
@@ -74,7 +75,7 @@ def openai_route(config: Config, request: RouteRequest) -> RouteDecision | Rejec
         allow_client_json_passthrough=config.client_json_passthrough,
         deferred_response_create_timeout=config.deferred_response_create_timeout_s,
     )
-    core = Translator(options, log=session_logger("proxy.openai", request))
+    core = Translator(options, log=session_logger("proxy.openai", request), redactor=redact.for_config(config))
     upstream = config.openai
     failure = unavailable(upstream)
     if failure is not None:

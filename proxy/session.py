@@ -32,13 +32,14 @@ import trio
 from .config import Limits
 from .core import (
     INTERNAL_ERROR,
-    MESSAGE_TOO_BIG,
     NORMAL,
     Close,
     FailureKind,
     Frame,
     SessionCore,
     UpstreamFailure,
+    client_fault,
+    upstream_fault,
 )
 from .protocol import component
 from .transport import SocketTransport
@@ -324,7 +325,15 @@ class Session:
                 message = await client.get_message()
             except ConnectionClosed as exc:
                 if not self._ending:
-                    self._end(None, self._feed_close(core.client_closed, exc.reason.code, exc.reason.reason))
+                    closed = exc.reason
+                    if client_fault(closed.code, closed.by_peer):
+                        log.warning(
+                            "%s: client broke the WebSocket protocol (closed it with %d: %s)",
+                            self._label,
+                            closed.code,
+                            closed.reason,
+                        )
+                    self._end(None, self._feed_close(core.client_closed, closed.code, closed.reason))
                 # The session continues until the writers have flushed and closed (bounded by close_timeout_s).
                 await trio.sleep_forever()
             if self._ending:
@@ -429,10 +438,18 @@ class Session:
         if failure is not None and not self._ending:
             self._upstream_failed(failure)
 
-    def _upstream_failed(self, failure: UpstreamFailure) -> None:
+    def _upstream_failed(self, failure: UpstreamFailure, detail: str | None = None) -> None:
         code, _ = failure.error()
         self.stats.upstream_failures[code] = self.stats.upstream_failures.get(code, 0) + 1
-        log.warning("%s: upstream unavailable (%s)", self._label, code)
+        if failure.kind is FailureKind.PROTOCOL:
+            log.warning(
+                "%s: upstream broke the WebSocket protocol (closed it with %s: %s)",
+                self._label,
+                failure.close_code,
+                detail,
+            )
+        else:
+            log.warning("%s: upstream unavailable (%s)", self._label, code)
         self._end(self._feed_close(lambda _c, _r, now: self._core.upstream_failed(failure, now), None, None), None)
 
     async def _upstream_reader(self, upstream: WebSocket) -> None:
@@ -445,14 +462,13 @@ class Session:
                 message = await upstream.get_message()
             except ConnectionClosed as exc:
                 if not self._ending:
-                    code: int | None = exc.reason.code
-                    reason = exc.reason.reason
-                    if code == MESSAGE_TOO_BIG and not exc.reason.by_peer:
-                        # Our own 1009 to an upstream that sent too much: for the client that is an upstream
-                        # failure (1011), not "your message was too big".
-                        log.warning("%s: upstream sent a message over the size limit", self._label)
-                        code, reason = None, None
-                    self._end(self._feed_close(core.upstream_closed, code, reason), None)
+                    closed = exc.reason
+                    fault = upstream_fault(closed.code, closed.by_peer)
+                    if fault is not None:
+                        # Our own 1002/1007/1009 to an upstream that broke the protocol: the client is not to blame.
+                        self._upstream_failed(fault, closed.reason)
+                    else:
+                        self._end(self._feed_close(core.upstream_closed, closed.code, closed.reason), None)
                 return
             if self._ending:
                 continue

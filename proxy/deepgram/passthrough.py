@@ -16,6 +16,7 @@ import msgspec
 
 from ..core import POLICY_VIOLATION, Close, Frame, UpstreamFailure, relay_close
 from ..protocol import component
+from ..redact import SHAPES_ONLY, Redactor
 from .policy import Service
 
 _ASSISTANT_TEXT_MARKER = "ConversationText"
@@ -37,7 +38,7 @@ def is_assistant_text(frame: str) -> bool:
         return False
     try:
         message = _type_and_role.decode(frame)
-    except msgspec.DecodeError:  # not JSON, or not an object: ignored, as the reference does
+    except (msgspec.DecodeError, RecursionError):  # not JSON, not an object, absurdly deep: ignored
         return False
     return bool(message.type == _ASSISTANT_TEXT_MARKER and message.role == "assistant")
 
@@ -48,6 +49,7 @@ class Passthrough:
     ``max_pending_frames`` / ``max_pending_bytes`` bound what a client may send before the upstream is open;
     more than that is a protocol violation (``Error`` on the agent service, then close 1008 on both legs).
     ``synthetic_audio_done`` enables the reference's one-shot ``AgentAudioDone`` (see :meth:`upstream_message`).
+    ``redactor`` masks secrets in every relayed upstream text frame and close reason (binary frames are audio).
     """
 
     __slots__ = (
@@ -59,6 +61,7 @@ class Passthrough:
         "_open",
         "_pending",
         "_pending_bytes",
+        "_redact",
         "_relayed_binary",
         "_service",
         "_synthetic_audio_done",
@@ -74,6 +77,7 @@ class Passthrough:
         max_pending_bytes: int,
         synthetic_audio_done: bool = False,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        redactor: Redactor = SHAPES_ONLY,
     ) -> None:
         self.to_client: list[Frame] = []
         self.to_upstream: list[Frame] = []
@@ -82,6 +86,7 @@ class Passthrough:
         self._max_pending_bytes = max_pending_bytes
         self._synthetic_audio_done = synthetic_audio_done
         self._log = log if log is not None else logging.getLogger("proxy.deepgram")
+        self._redact = redactor
         self._open = False
         self._pending: deque[Frame] = deque()
         self._pending_bytes = 0
@@ -139,7 +144,11 @@ class Passthrough:
         Reference semantics, deliberately narrow: until the first assistant ``ConversationText`` of the connection,
         text frames are inspected; that frame settles the rule for good, and if a binary frame was relayed before
         it, one ``{"type":"AgentAudioDone"}`` follows it. Binary frames are never inspected.
+
+        Text frames pass the redactor: Deepgram's error messages may quote the key.
         """
+        if isinstance(message, str):
+            message = self._redact(message)
         self.to_client.append(message)
         if self._audio_done_settled:
             return
@@ -169,12 +178,12 @@ class Passthrough:
         return failure.close()
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        return relay_close(code, reason)
+        return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._pending.clear()  # never flushed: an upstream that opens after this gets nothing
         self._pending_bytes = 0
-        return relay_close(code, reason)
+        return relay_close(code, reason, self._redact)
 
     def fatal(self) -> Close | None:
         return self._fatal

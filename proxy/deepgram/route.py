@@ -5,6 +5,7 @@ Pure: configuration and the upgrade request in, a :class:`~proxy.routes.RouteDec
 
 from __future__ import annotations
 
+from .. import redact
 from ..config import Config
 from ..core import FailureKind, UpstreamFailure
 from ..routes import Reject, RouteDecision, RouteRequest, session_logger, unavailable
@@ -54,9 +55,9 @@ def deepgram_route(config: Config, request: RouteRequest, service: str | None) -
         max_pending_bytes=limits.outbox_high_water_bytes,
         synthetic_audio_done=config.deepgram_synthetic_audio_done,
         log=log,
+        redactor=redact.for_config(config),
     )
-    secrets = (config.deepgram_agent.key, config.deepgram_listen.key, config.openai.key, *config.client_tokens)
-    subprotocol = echo_subprotocol(request.subprotocols, secrets)
+    subprotocol = echo_subprotocol(request.subprotocols, redact.config_secrets(config))
     if _offers_credentials(request):
         log.debug("client credentials are never forwarded upstream")
     failure = unavailable(upstream)

@@ -20,6 +20,7 @@ import msgspec
 
 from ..protocol import component
 from ..protocol import openai as oa
+from ..redact import SHAPES_ONLY
 
 # ---------------------------------------------------------------------------------------------------------------
 # JavaScript-compatible helpers
@@ -354,11 +355,15 @@ UNMAPPED_UPSTREAM_CODE: Final = "unmapped_upstream_event"
 UNMAPPED_UPSTREAM_DESCRIPTION: Final = "Proxy received upstream message that could not be parsed as JSON."
 CLOSED_BEFORE_READY_CODE: Final = "upstream_closed_before_session_ready"
 QUEUE_OVERFLOW_CODE: Final = "client_queue_overflow"
+TOO_DEEP_CLIENT_CODE: Final = "client_message_too_deep"
 UNKNOWN_ERROR_CODE: Final = "unknown"
 UNKNOWN_ERROR_DESCRIPTION: Final = "Unknown error"
 _CLOSE_REASON_LIMIT: Final = 120
+#: Bounds on peer text echoed in an ``Error``: real types and codes are short words, real messages a few sentences.
+MAX_ECHOED_TYPE_CHARS: Final = 200
+MAX_UPSTREAM_CODE_CHARS: Final = 200
+MAX_UPSTREAM_MESSAGE_CHARS: Final = 2000
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_SECRET_LIKE: Final = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{4,}")
 
 
 def allowed_client_types_description() -> str:
@@ -366,10 +371,16 @@ def allowed_client_types_description() -> str:
 
 
 def describe_client_type(value: Any) -> str:
-    """How a client JSON ``type`` appears in the disallowed-type description."""
+    """How a client JSON ``type`` appears in the disallowed-type description (bounded: a client may send a
+    megabyte of it, and every Error is redacted and encoded)."""
     if value is None:
         return "(missing type)"
-    return value if isinstance(value, str) else js_json(value)
+    return bounded_text(value if isinstance(value, str) else js_json(value), MAX_ECHOED_TYPE_CHARS)
+
+
+def bounded_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def disallowed_description(type_name: str) -> str:
@@ -380,9 +391,14 @@ def disallowed_description(type_name: str) -> str:
     )
 
 
+def too_deep_client_description(max_depth: int) -> str:
+    return f"Client message nests objects or arrays more than {max_depth} levels deep; it was not processed."
+
+
 def redact(text: str) -> str:
-    """Mask anything shaped like an API key before text reaches a client or a log."""
-    return _SECRET_LIKE.sub(lambda m: m.group(1) + "-***", text)
+    """Mask anything shaped like an API key or token (the shapes of :mod:`proxy.redact`; configured secrets are
+    masked by the translator's redactor on the way out)."""
+    return SHAPES_ONLY(text)
 
 
 def sanitize_reason(reason: str | None, limit: int = _CLOSE_REASON_LIMIT) -> str:
@@ -406,8 +422,12 @@ def error_from_upstream(detail: oa.ErrorDetail | None) -> component.Error:
     code = detail.code if detail is not None else None
     message = detail.message if detail is not None else None
     return component.Error(
-        description=redact(message) if isinstance(message, str) and message else UNKNOWN_ERROR_DESCRIPTION,
-        code=code if isinstance(code, str) and code else UNKNOWN_ERROR_CODE,
+        description=(
+            redact(bounded_text(message, MAX_UPSTREAM_MESSAGE_CHARS))
+            if isinstance(message, str) and message
+            else UNKNOWN_ERROR_DESCRIPTION
+        ),
+        code=bounded_text(code, MAX_UPSTREAM_CODE_CHARS) if isinstance(code, str) and code else UNKNOWN_ERROR_CODE,
     )
 
 

@@ -18,9 +18,12 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ..audio import Resampler16kTo24k
-from ..core import POLICY_VIOLATION, Close, Frame, UpstreamFailure, relay_close
+from ..core import POLICY_VIOLATION, Close, FailureKind, Frame, UpstreamFailure, relay_close
 from ..protocol import component as cp
 from ..protocol import openai as oa
+from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
+from ..ratelimit import WarningLimiter
+from ..redact import SHAPES_ONLY, Redactor
 from . import session_update as su
 
 LOGGER_NAME: Final = "proxy.openai"
@@ -73,12 +76,17 @@ class Translator:
     """Translate one component connection to one OpenAI Realtime GA connection (see :class:`proxy.core.SessionCore`).
 
     Public counters (``dropped_audio_frames``, ``dropped_audio_bytes``) report audio discarded because the session
-    did not become ready in time.
+    did not become ready in time. ``redactor`` masks secrets in every ``Error`` and close reason sent to the client;
+    warnings about either peer's faults are rate-limited per session.
     """
 
-    def __init__(self, options: TranslatorOptions | None = None, *, log: Adapter | None = None) -> None:
+    def __init__(
+        self, options: TranslatorOptions | None = None, *, log: Adapter | None = None, redactor: Redactor = SHAPES_ONLY
+    ) -> None:
         self.options = options if options is not None else TranslatorOptions()
         self.log: Adapter = log if log is not None else logging.LoggerAdapter(logging.getLogger(LOGGER_NAME), {})
+        self._redact = redactor
+        self._warnings = WarningLimiter()
         self.to_client: list[Frame] = []
         self.to_upstream: list[Frame] = []
         self.dropped_audio_frames = 0
@@ -225,7 +233,12 @@ class Translator:
         try:
             event = oa.decode_server_event(message)
         except (oa.MalformedEvent, RecursionError) as exc:
-            self.log.warning("malformed upstream frame (%d chars): %s", len(message), exc)
+            self._peer_warning("malformed upstream frame (%d chars): %s", len(message), exc)
+            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            return
+        # Every event but the audio hot path has untyped fields that handlers and log lines walk recursively.
+        if type(event) is not oa.ResponseOutputAudioDelta and too_deep(message):
+            self._peer_warning("upstream frame nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(message))
             self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
         handler = self._upstream_handlers.get(type(event))
@@ -270,7 +283,9 @@ class Translator:
         self._upstream_gone = True
         self._clear_timers()
         code, description = failure.error()
-        self.log.error("upstream unavailable: %s", code)
+        if failure.kind is not FailureKind.PROTOCOL:  # a protocol fault was logged by the shell, once
+            self.log.error("upstream unavailable: %s", code)
+        self._report_suppressed()
         if not self._client_gone:
             self._send_error(code, description)
         return failure.close()
@@ -280,12 +295,13 @@ class Translator:
         self.log.info("upstream closed (code %s, reason %r)", code, su.sanitize_reason(reason))
         self._upstream_gone = True
         self._clear_timers()
+        self._report_suppressed()
         if not self._client_gone:
             self._flush_idle_error()
             if not self._ready:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
                 self._send_error(su.CLOSED_BEFORE_READY_CODE, su.closed_before_ready_description(code, reason))
-        return relay_close(code, reason)
+        return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
@@ -294,7 +310,8 @@ class Translator:
             self._flush_commit_on_close()
         self._client_gone = True
         self._clear_timers()
-        return relay_close(code, reason)
+        self._report_suppressed()
+        return relay_close(code, reason, self._redact)
 
     def fatal(self) -> Close | None:
         return self._fatal
@@ -306,6 +323,11 @@ class Translator:
         # Fix: routed by opcode. The reference tries JSON first and treats anything that fails as audio.
         if isinstance(frame, bytes):
             self._on_audio(frame)
+            return
+        # Before decoding: every client message type has untyped fields that the mapping walks recursively.
+        if too_deep(frame):
+            self._peer_warning("client JSON nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(frame))
+            self._send_error(su.TOO_DEEP_CLIENT_CODE, su.too_deep_client_description(MAX_JSON_DEPTH))
             return
         try:
             message = cp.client_message_decoder.decode(frame)
@@ -323,7 +345,7 @@ class Translator:
             self._send_error(su.CLIENT_MESSAGE_FAILED_CODE, su.CLIENT_MESSAGE_FAILED_DESCRIPTION)
 
     def _reject_unparsable(self, frame: str) -> None:
-        self.log.warning("client text frame is not a JSON object (%d chars)", len(frame))
+        self._peer_warning("client text frame is not a JSON object (%d chars)", len(frame))
         self._send_error(su.UNPARSABLE_CLIENT_CODE, su.UNPARSABLE_CLIENT_DESCRIPTION)
 
     def _on_other_json(self, frame: str) -> None:
@@ -347,7 +369,7 @@ class Translator:
             self.to_upstream.append(frame)
             return
         type_name = su.describe_client_type(type_value)
-        self.log.warning("disallowed client message type %r", type_name[:100])
+        self._peer_warning("disallowed client message type %r", type_name[:100])
         self._send_error(su.DISALLOWED_CODE, su.disallowed_description(type_name))
 
     def _on_keepalive(self, message: cp.KeepAlive, frame: str) -> None:
@@ -361,7 +383,7 @@ class Translator:
             return
         if self._active or self._deferred:
             # Reference behaviour, kept on purpose: acknowledge and drop (its greeting and context are lost).
-            self.log.warning(
+            self._peer_warning(
                 "Settings arrived while a response is active or a tool result awaits one: "
                 "answered SettingsApplied, dropped"
             )
@@ -408,7 +430,7 @@ class Translator:
         self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=su.user_message_item(text, item_id))))
         if len(self._awaiting_ack) >= MAX_AWAITING_ACK:
             dropped, _ = self._awaiting_ack.popitem(last=False)
-            self.log.warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
+            self._peer_warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
         self._awaiting_ack[item_id] = None
         self.to_client.append(cp.encode(cp.ConversationText(role="user", content=text)))
         self.log.info("injected user message sent as item %s", item_id)
@@ -744,8 +766,10 @@ class Translator:
         if code in ("idle_timeout", "session_max_duration"):
             self.log.info("upstream closing the session: %s", code)
         else:
-            self.log.error("upstream error %s: %s", code, error.description[:_LOG_PAYLOAD_CHARS])
-        encoded = cp.encode(error)
+            self._peer_warning(
+                "upstream error %s: %s", code, error.description[:_LOG_PAYLOAD_CHARS], level=logging.ERROR
+            )
+        encoded = self._error_frame(error.code, error.description)
         if code == "idle_timeout" and self._active:
             self._idle_error = encoded  # sent after the active response's text
             return
@@ -814,7 +838,7 @@ class Translator:
             self.log.debug("upstream %s (no client message)", event.__struct_config__.tag)
 
     def _on_unknown_event(self, event: Any) -> None:
-        self.log.warning(
+        self._peer_warning(
             "unmapped upstream event type %r (%d chars): %s",
             str(getattr(event, "type", type(event).__name__))[:100],
             len(self._raw),
@@ -830,12 +854,29 @@ class Translator:
     def _clear_timers(self) -> None:
         self._debounce_at = self._coalesce_at = self._watchdog_at = None
 
+    def _error_frame(self, code: str, description: str) -> str:
+        """An ``Error`` for the client; both fields may carry peer text (an upstream error quoting the key)."""
+        return cp.encode(cp.Error(description=self._redact(description), code=self._redact(code)))
+
     def _send_error(self, code: str, description: str) -> None:
         if not self._client_gone:
-            self.to_client.append(cp.encode(cp.Error(description=description, code=code)))
+            self.to_client.append(self._error_frame(code, description))
+
+    def _peer_warning(self, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """One log line about a peer's fault, within the session's budget (a hostile peer cannot flood the log)."""
+        logged, suppressed = self._warnings.admit(self._now)
+        if suppressed:
+            self.log.warning("%d more warning(s) about peer faults suppressed", suppressed)
+        if logged:
+            self.log.log(level, message, *args)
+
+    def _report_suppressed(self) -> None:
+        suppressed = self._warnings.drain()
+        if suppressed:
+            self.log.warning("%d more warning(s) about peer faults suppressed", suppressed)
 
     def _overflow(self, when: str) -> None:
-        self.log.warning("client queue overflow %s; closing", when)
+        self._peer_warning("client queue overflow %s; closing", when)
         self._send_error(
             su.QUEUE_OVERFLOW_CODE,
             f"Too many client messages arrived {when}; the proxy closed the connection.",

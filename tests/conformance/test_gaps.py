@@ -29,10 +29,10 @@ HUGE = (1 << 20) + 512 * 1024  # 1.5 MiB: above the 1 MiB client message limit
 
 
 async def test_gap_trace_id_is_accepted_and_never_forwarded(proxy: ProxyProcess, upstream: FakeUpstream) -> None:
-    async with ready(proxy, upstream, query="traceId=conformance-trace-42") as (_client, conn):
+    async with ready(proxy, upstream, query="traceId=parity-trace-42") as (_client, conn):
         assert conn.target == "/v1/realtime?model=gpt-realtime"
-        assert "conformance-trace-42" not in str(conn.headers)
-    assert "conformance-trace-42" in proxy.output()  # it labels the connection's log records
+        assert "parity-trace-42" not in str(conn.headers)
+    assert "parity-trace-42" in proxy.output()  # it labels the connection's log records
 
 
 async def test_gap_trace_id_with_control_characters_cannot_forge_log_lines(

@@ -467,7 +467,7 @@ async def test_a_key_that_cannot_be_sent_is_a_configuration_error(key: str, mode
 # -- limits --------------------------------------------------------------------------------------------------------
 
 
-async def test_an_oversized_client_frame_closes_with_1009_and_never_reaches_the_upstream() -> None:
+async def test_an_oversized_client_frame_closes_it_with_1009_the_upstream_with_1011_and_never_reaches_it() -> None:
     limits = Limits(ping_interval_s=0, client_max_message_bytes=1024)
     async with scripted_upstream() as up, running_proxy(proxy_config(up, limits=limits)) as (_, port):
         async with connect(port) as client:
@@ -478,7 +478,7 @@ async def test_an_oversized_client_frame_closes_with_1009_and_never_reaches_the_
             _, close = await client.receive_until_closed()
         upstream_close = await conn.wait_closed()
     assert close[0] == 1009
-    assert upstream_close[0] == 1009
+    assert upstream_close[0] == 1011  # the client's fault: the upstream is not told it sent too much
     assert conn.frames == [b"\x00" * 1024]
 
 

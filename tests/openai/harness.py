@@ -9,6 +9,7 @@ from typing import Any
 
 from proxy.core import Close, Frame
 from proxy.openai.translator import Translator, TranslatorOptions
+from proxy.redact import SHAPES_ONLY, Redactor
 
 MANUAL: dict[str, Any] = {"type": "Settings", "agent": {"useOpenAIManualAudioCommit": True, "think": {"prompt": "Hi"}}}
 VAD: dict[str, Any] = {"type": "Settings", "agent": {"think": {"prompt": "Hi"}, "idleTimeoutMs": 10000}}
@@ -85,8 +86,10 @@ class Step:
 class Harness:
     """One translator, its virtual clock, and everything it has sent so far."""
 
-    def __init__(self, options: TranslatorOptions | None = None, *, opened: bool = True) -> None:
-        self.core = Translator(options)
+    def __init__(
+        self, options: TranslatorOptions | None = None, *, opened: bool = True, redactor: Redactor = SHAPES_ONLY
+    ) -> None:
+        self.core = Translator(options, redactor=redactor)
         self.now = 0.0
         self.client: list[Frame] = []
         self.upstream: list[Frame] = []

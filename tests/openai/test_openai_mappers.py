@@ -387,3 +387,12 @@ def test_closed_before_ready_description_and_reason_sanitising() -> None:
     assert len(long) < 250
     assert "secret" not in long
     assert "key sk-*** rejected" in long
+
+
+def test_peer_text_echoed_in_an_error_is_bounded() -> None:
+    error = su.error_from_upstream(oa.ErrorDetail(message="m" * 100_000, code="c" * 100_000))
+    assert len(error.description) == su.MAX_UPSTREAM_MESSAGE_CHARS
+    assert error.description.endswith("…")
+    assert len(error.code) == su.MAX_UPSTREAM_CODE_CHARS
+    assert len(su.describe_client_type("t" * 100_000)) == su.MAX_ECHOED_TYPE_CHARS
+    assert su.describe_client_type("UpdatePrompt") == "UpdatePrompt"

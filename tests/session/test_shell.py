@@ -237,7 +237,7 @@ async def test_an_oversized_upstream_message_ends_the_session_with_1011_for_the_
     async with running_session(RelayCore(), limits=limits) as (browser, upstream, _session, _done):
         up = await upstream.next()
         await up.send_message("x" * 2000)
-        assert (await closed_with(browser))[0] == 1011
+        assert await closed_with(browser) == (1011, "Upstream protocol error")
         assert (await closed_with(up))[0] == 1009
 
 
