@@ -14,6 +14,7 @@ import numpy as np
 import trio
 
 from .clients import Flavour, Gates, Schedule, run_session
+from .hostile import HostileOutcome, HostilePlan, HostileRun
 from .procs import cpu_seconds, naive_relay_command, peak_rss_kib, proxy_command, rss_kib, started
 from .report import Accounting, Latency, TargetResult
 from .streams import Phase, SessionRecord, Stream
@@ -23,6 +24,7 @@ from .wire import TTS_CHUNK_S, session_token
 Route = Literal["openai", "deepgram"]
 TargetKind = Literal["direct", "naive", "proxy", "target"]
 IDLE_SETTLE_S: Final = 1.0
+HOSTILE_LEAD_S: Final = 1.5  # the hostile clients start this long before the honest sessions connect
 FAKE_KEY: Final = "sk-bench-not-a-real-key"
 _NEUTRALISED: Final = (
     "DEEPGRAM_API_KEY",
@@ -80,21 +82,53 @@ async def _target(spec: TargetSpec, route: Route, upstream_base: str) -> AsyncIt
         async with started(naive_relay_command(upstream_base), {}) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{upstream_path}", raw, process.pid)
     elif spec.kind == "proxy":
-        env: dict[str, str | None] = {
-            "OPENAI_REALTIME_URL": upstream_base + OPENAI_PATH,
-            "OPENAI_API_KEY": FAKE_KEY,
-            "DEEPGRAM_AGENT_URL": upstream_base + DEEPGRAM_AGENT_PATH,
-            "DEEPGRAM_LISTEN_URL": "ws://127.0.0.1:9/v1/listen",
-            "LOG_LEVEL": "WARNING",
-            # Settings of the caller's shell that would change what is measured, or refuse the generator.
-            **dict.fromkeys(_NEUTRALISED, None),
-        }
-        async with started(proxy_command(spec.profile), env) as process:
-            path = "/openai" if route == "openai" else "/deepgram-proxy?service=agent"
-            yield _Endpoint(f"ws://{process.host}:{process.port}{path}", "component", process.pid)
+        async with started(proxy_command(spec.profile), _proxy_env(upstream_base)) as process:
+            yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
     else:
         assert spec.url is not None
         yield _Endpoint(spec.url, "component", spec.pid)
+
+
+def _proxy_env(upstream_base: str) -> dict[str, str | None]:
+    return {
+        "OPENAI_REALTIME_URL": upstream_base + OPENAI_PATH,
+        "OPENAI_API_KEY": FAKE_KEY,
+        "DEEPGRAM_AGENT_URL": upstream_base + DEEPGRAM_AGENT_PATH,
+        "DEEPGRAM_LISTEN_URL": "ws://127.0.0.1:9/v1/listen",
+        "LOG_LEVEL": "WARNING",
+        # Settings of the caller's shell that would change what is measured, or refuse the generator.
+        **dict.fromkeys(_NEUTRALISED, None),
+    }
+
+
+def _component_path(route: Route) -> str:
+    return "/openai" if route == "openai" else "/deepgram-proxy?service=agent"
+
+
+@dataclass(frozen=True)
+class _Attack:
+    """Hostile clients for one measurement: whom they attack, and that process's pid (for its CPU)."""
+
+    plan: HostilePlan
+    url: str
+    pid: int | None
+    attacked: str
+
+
+@asynccontextmanager
+async def _attack_for(
+    spec: TargetSpec, endpoint: _Endpoint, route: Route, upstream_base: str, plan: HostilePlan | None
+) -> AsyncIterator[_Attack | None]:
+    """Where the hostile clients go. The direct floor has no relay to attack: they attack a proxy of their own
+    beside it, so the floor of the hostile phase carries the same load on the machine's CPUs."""
+    if plan is None:
+        yield None
+    elif spec.kind == "direct":
+        async with started(proxy_command(), _proxy_env(upstream_base)) as victim:
+            url = f"ws://{victim.host}:{victim.port}{_component_path(route)}"
+            yield _Attack(plan, url, victim.pid, "a proxy beside the floor")
+    else:
+        yield _Attack(plan, endpoint.url, endpoint.pid, "the target")
 
 
 @dataclass(frozen=True)
@@ -121,14 +155,24 @@ def _snapshot(phase: Phase, records: list[SessionRecord], pid: int | None) -> _S
 
 
 async def measure(
-    spec: TargetSpec, workload: Workload, upstream: Upstream, run: int, *, progress: TextIO | None = sys.stderr
+    spec: TargetSpec,
+    workload: Workload,
+    upstream: Upstream,
+    run: int,
+    *,
+    progress: TextIO | None = sys.stderr,
+    hostile: HostilePlan | None = None,
 ) -> TargetResult:
-    """Run the workload against one target and summarise it."""
+    """Run the workload against one target and summarise it; with ``hostile``, beside those hostile clients."""
     phase = Phase(run, spec.kind, workload.route)
     upstream.phase = phase
+    base = f"ws://127.0.0.1:{upstream.port}"
     try:
-        async with _target(spec, workload.route, f"ws://127.0.0.1:{upstream.port}") as endpoint:
-            return await _drive(phase, endpoint, workload, upstream, progress)
+        async with (
+            _target(spec, workload.route, base) as endpoint,
+            _attack_for(spec, endpoint, workload.route, base, hostile) as attack,
+        ):
+            return await _drive(phase, endpoint, workload, upstream, progress, attack)
     finally:
         upstream.phase = None
 
@@ -162,11 +206,37 @@ async def _prime(phase: Phase, endpoint: _Endpoint, workload: Workload, upstream
 
 
 async def _drive(
-    phase: Phase, endpoint: _Endpoint, workload: Workload, upstream: Upstream, progress: TextIO | None
+    phase: Phase,
+    endpoint: _Endpoint,
+    workload: Workload,
+    upstream: Upstream,
+    progress: TextIO | None,
+    attack: _Attack | None,
+) -> TargetResult:
+    await _prime(phase, endpoint, workload, upstream)
+    if attack is None:
+        return await _measured(phase, endpoint, workload, progress, None)
+    # A hard stop for the clients' process, should this one never tell it to stop.
+    longest_s = HOSTILE_LEAD_S + workload.connect_timeout + IDLE_SETTLE_S + workload.duration + 60.0
+    run = await HostileRun.start(attack.url, attack.plan, attack.attacked, longest_s)
+    try:
+        await trio.sleep(HOSTILE_LEAD_S)
+        return await _measured(phase, endpoint, workload, progress, (run, attack))
+    finally:
+        with trio.CancelScope(shield=True):
+            await run.kill()
+
+
+async def _measured(
+    phase: Phase,
+    endpoint: _Endpoint,
+    workload: Workload,
+    progress: TextIO | None,
+    hostile: tuple[HostileRun, _Attack] | None,
 ) -> TargetResult:
     n = workload.sessions
     pid = endpoint.pid
-    await _prime(phase, endpoint, workload, upstream)
+    attacked_pid = hostile[1].pid if hostile else None
     records = [SessionRecord(sid, session_token(phase.run, sid)) for sid in range(n)]
     phase.sessions = {r.token: r for r in records}
     rss_base = rss_kib(pid) if pid else None
@@ -187,8 +257,16 @@ async def _drive(
             await trio.sleep_until(gates.start_at + workload.warmup)
             phase.measuring = True
             before = _snapshot(phase, records, pid)
+            attacked_before = cpu_seconds(attacked_pid) if attacked_pid else None
             await trio.sleep_until(gates.stop_at)
             after = _snapshot(phase, records, pid)
+            attacked_after = cpu_seconds(attacked_pid) if attacked_pid else None
+            outcome: HostileOutcome | None = None
+            if hostile is not None:
+                outcome = await hostile[0].finish()
+                if attacked_before is not None and attacked_after is not None:
+                    window = max(after.at - before.at, 1e-9)
+                    outcome.attacked_cpu_percent = (attacked_after - attacked_before) / window * 100.0
             # Let replies in flight finish and every frame sent arrive, then account.
             with trio.move_on_after(workload.reply_chunks * TTS_CHUNK_S + workload.grace + 5.0):
                 # Polled: "settled" spans many sessions' counters, written by both ends; 50 ms is plenty.
@@ -199,7 +277,9 @@ async def _drive(
             rss_peak = peak_rss_kib(pid) if pid else None
             watch.cancel_scope.cancel()
         gates.close.set()
-    return _summarise(phase, records, workload, before, after, rss_base, rss_idle, rss_peak)
+    result = _summarise(phase, records, workload, before, after, rss_base, rss_idle, rss_peak)
+    result.hostile = outcome
+    return result
 
 
 def _summarise(
