@@ -34,7 +34,7 @@ from .report import (
     sanitize,
     write_json,
 )
-from .runner import Route, TargetSpec, Workload, measure
+from .runner import PROBE_SESSIONS, Route, TargetSpec, Workload, measure
 from .upstream import Upstream
 from .wire import TTS_CHUNK_S
 
@@ -198,13 +198,19 @@ async def run(args: argparse.Namespace) -> Outcome:
                 largest = count
         else:
             workload = _workload(args, args.sessions)
-            results = [await measure(spec, workload, upstream, next(runs), progress=progress) for spec in specs]
             plan = _hostile_plan(args)
+            probes = PROBE_SESSIONS if plan else 0
+            results = [
+                await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
+                for spec in specs
+            ]
             if plan is not None:
                 # Hostile phase in reverse order (A B B A): a drift of the machine's speed over the run then
                 # weighs on the floor and the target alike.
                 hostile = {
-                    spec: await measure(spec, workload, upstream, next(runs), progress=progress, hostile=plan)
+                    spec: await measure(
+                        spec, workload, upstream, next(runs), progress=progress, hostile=plan, probe_sessions=probes
+                    )
                     for spec in reversed(specs)
                 }
                 results += [hostile[spec] for spec in specs]

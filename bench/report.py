@@ -44,6 +44,15 @@ class Accounting:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class NewSessions:
+    """Fresh sessions opened in the middle of the measured window (beside an attack: can a new user get in?)."""
+
+    attempted: int
+    ready: Latency  # connect -> SettingsApplied of those that got in
+    failures: dict[str, int]  # why the others did not, by kind of failure
+
+
 @dataclass
 class TargetResult:
     target: str
@@ -80,6 +89,7 @@ class TargetResult:
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     #: The hostile clients that ran beside this measurement (``--hostile``), and what happened to them.
     hostile: HostileOutcome | None = None
+    new_sessions: NewSessions | None = None
 
     @property
     def phase(self) -> str:
@@ -164,6 +174,7 @@ def markdown_table(results: list[TargetResult]) -> str:
             [_pair(added(r, floor, "mic"), added(r, floor, "tts")) for r, floor in zip(results, floors, strict=True)],
         ),
         ("connect -> SettingsApplied p50 / p99 (ms)", [f"{_ms(r.ready.p50)} / {_ms(r.ready.p99)}" for r in results]),
+        ("new sessions mid-window: ready, p50 / max (ms)", [_new_sessions(r.new_sessions) for r in results]),
         (
             "user turn -> first audio p50 / p99 (ms)",
             [f"{_ms(r.first_audio.p50)} / {_ms(r.first_audio.p99)}" for r in results],
@@ -190,6 +201,17 @@ def markdown_table(results: list[TargetResult]) -> str:
     lines = [header, rule]
     lines.extend(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows)
     return "\n".join(lines)
+
+
+def _new_sessions(new: NewSessions | None) -> str:
+    if new is None:
+        return "-"
+    text = f"{new.ready.count} of {new.attempted}"
+    if new.ready.count:
+        text += f", {_ms(new.ready.p50)} / {_ms(new.ready.max)}"
+    if new.failures:
+        text += " (" + ", ".join(f"{why} x{count}" for why, count in sorted(new.failures.items())) + ")"
+    return text
 
 
 def _rss(result: TargetResult) -> str:
@@ -351,7 +373,8 @@ def hostile_table(quiet: TargetResult, hostile: TargetResult, results: list[Targ
         ("added p99 vs direct, mic / tts (ms)", added_pair(quiet, floor_quiet), added_pair(hostile, floor_hostile),
          f"{_ratio(added_hostile / added_quiet if added_quiet > 0 else math.nan)} (worse direction)"),
         ("direct floor p99 mic / tts (ms)", floor_pair(floor_quiet), floor_pair(floor_hostile), ""),
-        ("connect -> SettingsApplied p99 (ms)", _ms(quiet.ready.p99), _ms(hostile.ready.p99), ""),
+        ("new sessions mid-window: ready, p50 / max (ms)", _new_sessions(quiet.new_sessions),
+         _new_sessions(hostile.new_sessions), ""),
         ("sessions ready / errors", f"{quiet.sessions_ready} / {quiet.errors}",
          f"{hostile.sessions_ready} / {hostile.errors}", ""),
         ("honest frames lost / reordered", lost(quiet), lost(hostile), ""),
