@@ -97,6 +97,7 @@ class Outcome:
     results: list[TargetResult]
     steps: list[RampStep]
     largest_passing: int | None
+    load_average: tuple[float, float]  # 1-minute load average at the start and at the end: others on the CPUs
 
 
 def _specs(args: argparse.Namespace) -> list[TargetSpec]:
@@ -173,6 +174,7 @@ async def run(args: argparse.Namespace) -> Outcome:
     progress = None if args.quiet else sys.stderr
     upstream = Upstream(reply_chunks=_workload(args, 1).reply_chunks)
     runs = itertools.count(1)
+    load_at_start = os.getloadavg()[0]
     async with trio.open_nursery() as nursery:
         await nursery.start(upstream.serve, "127.0.0.1", args.upstream_port)
         if args.target:
@@ -215,7 +217,7 @@ async def run(args: argparse.Namespace) -> Outcome:
                 }
                 results += [hostile[spec] for spec in specs]
         nursery.cancel_scope.cancel()
-    return Outcome(workload, results, steps, largest)
+    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]))
 
 
 def _machine() -> dict[str, Any]:
@@ -248,7 +250,8 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
         f"Workload per session: Settings, 85 ms mic frames (16 kHz PCM16 to the proxy) at real time, a user turn "
         f"every {w.turn_interval:g} s answered by {w.reply_chunks * TTS_CHUNK_S:g} s of 24 kHz audio in 100 ms "
         f"chunks at real time. Latencies are one-way, sender to receiver, same clock. "
-        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; 1-minute load average "
+        f"{outcome.load_average[0]:.2f} at the start, {outcome.load_average[1]:.2f} at the end.",
         "",
         markdown_table(outcome.results),
     ]
@@ -280,7 +283,7 @@ def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = sanitize(
         {
             "workload": dataclasses.asdict(outcome.workload),
-            "machine": _machine(),
+            "machine": {**_machine(), "load_average_start_end": outcome.load_average},
             "results": [r.to_json() for r in outcome.results],
             "ramp": [
                 {
