@@ -21,13 +21,26 @@ from typing import Any
 
 import trio
 
-from .report import RampStep, TargetResult, added, markdown_table, plot, ramp_table, sanitize, write_json
-from .runner import Route, TargetSpec, Workload, measure
+from .hostile import DEFAULT_KINDS, HostilePlan, parse_kinds
+from .report import (
+    RampStep,
+    TargetResult,
+    added,
+    hostile_clients_table,
+    hostile_table,
+    markdown_table,
+    plot,
+    ramp_table,
+    sanitize,
+    write_json,
+)
+from .runner import PROBE_SESSIONS, Route, TargetSpec, Workload, measure
 from .upstream import Upstream
 from .wire import TTS_CHUNK_S
 
 DEFAULT_RAMP = "1,10,25,50,100,150,200,250,300,400,500"
 KNOWN_TARGETS = ("direct", "naive", "proxy")
+HOSTILE_TARGETS = "direct,proxy"  # the default with --hostile: the floor and the proxy, each quiet then hostile
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of traffic per target (default 20)")
     p.add_argument("--warmup", type=float, default=None, help="seconds excluded at the start (default 20%%, max 3)")
     p.add_argument("--route", choices=("openai", "deepgram"), default="openai")
-    p.add_argument("--targets", default=",".join(KNOWN_TARGETS), help="comma-separated subset of direct,naive,proxy")
+    p.add_argument(
+        "--targets",
+        help=f"comma-separated subset of direct,naive,proxy (default all; with --hostile {HOSTILE_TARGETS})",
+    )
     p.add_argument("--target", metavar="URL", help="benchmark an already running proxy (component protocol) instead")
     p.add_argument("--target-pid", type=int, help="pid of the --target process, for its CPU and memory")
     p.add_argument(
@@ -50,6 +66,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=1.0, help="seconds to wait for late frames at the end (default 1)")
     p.add_argument("--connect-concurrency", type=int, default=32, help="sessions connecting at once (default 32)")
     p.add_argument("--seed", type=int, default=1, help="seed of the sessions' send phases")
+    p.add_argument(
+        "--hostile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure each target twice, quiet and then beside N hostile clients (default 0: off)",
+    )
+    p.add_argument(
+        "--hostile-kinds",
+        default=",".join(DEFAULT_KINDS),
+        help=f"kinds the hostile clients take in turn (default {','.join(DEFAULT_KINDS)}; also: json)",
+    )
+    p.add_argument(
+        "--hostile-sockets",
+        type=int,
+        default=200,
+        help="connections held by each slowloris / idle client (default 200)",
+    )
     p.add_argument("--json", metavar="FILE", help="write every number (and the workload) as JSON")
     p.add_argument("--plot", metavar="FILE", help="latency CDF and latency vs sessions as PNG (needs matplotlib)")
     p.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile and write its stats here")
@@ -63,10 +97,12 @@ class Outcome:
     results: list[TargetResult]
     steps: list[RampStep]
     largest_passing: int | None
+    load_average: tuple[float, float]  # 1-minute load average at the start and at the end: others on the CPUs
 
 
 def _specs(args: argparse.Namespace) -> list[TargetSpec]:
-    names = [name.strip() for name in args.targets.split(",") if name.strip()]
+    targets = args.targets or (HOSTILE_TARGETS if args.hostile else ",".join(KNOWN_TARGETS))
+    names = [name.strip() for name in targets.split(",") if name.strip()]
     unknown = [name for name in names if name not in KNOWN_TARGETS]
     if unknown or not names:
         wrong = ", ".join(unknown) or "(none)"
@@ -106,6 +142,12 @@ def _workload(args: argparse.Namespace, sessions: int) -> Workload:
     )
 
 
+def _hostile_plan(args: argparse.Namespace) -> HostilePlan | None:
+    if not args.hostile:
+        return None
+    return HostilePlan(args.hostile, parse_kinds(args.hostile_kinds), args.hostile_sockets)
+
+
 def _judge(results: list[TargetResult], budget_ms: float) -> tuple[dict[str, float], bool, str]:
     floor = next((r for r in results if r.target == "direct"), None)
     candidate = next((r for r in results if r.target in ("proxy", "target")), None)
@@ -132,6 +174,7 @@ async def run(args: argparse.Namespace) -> Outcome:
     progress = None if args.quiet else sys.stderr
     upstream = Upstream(reply_chunks=_workload(args, 1).reply_chunks)
     runs = itertools.count(1)
+    load_at_start = os.getloadavg()[0]
     async with trio.open_nursery() as nursery:
         await nursery.start(upstream.serve, "127.0.0.1", args.upstream_port)
         if args.target:
@@ -157,9 +200,24 @@ async def run(args: argparse.Namespace) -> Outcome:
                 largest = count
         else:
             workload = _workload(args, args.sessions)
-            results = [await measure(spec, workload, upstream, next(runs), progress=progress) for spec in specs]
+            plan = _hostile_plan(args)
+            probes = PROBE_SESSIONS if plan else 0
+            results = [
+                await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
+                for spec in specs
+            ]
+            if plan is not None:
+                # Hostile phase in reverse order (A B B A): a drift of the machine's speed over the run then
+                # weighs on the floor and the target alike.
+                hostile = {
+                    spec: await measure(
+                        spec, workload, upstream, next(runs), progress=progress, hostile=plan, probe_sessions=probes
+                    )
+                    for spec in reversed(specs)
+                }
+                results += [hostile[spec] for spec in specs]
         nursery.cancel_scope.cancel()
-    return Outcome(workload, results, steps, largest)
+    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]))
 
 
 def _machine() -> dict[str, Any]:
@@ -192,12 +250,22 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
         f"Workload per session: Settings, 85 ms mic frames (16 kHz PCM16 to the proxy) at real time, a user turn "
         f"every {w.turn_interval:g} s answered by {w.reply_chunks * TTS_CHUNK_S:g} s of 24 kHz audio in 100 ms "
         f"chunks at real time. Latencies are one-way, sender to receiver, same clock. "
-        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; 1-minute load average "
+        f"{outcome.load_average[0]:.2f} at the start, {outcome.load_average[1]:.2f} at the end.",
         "",
         markdown_table(outcome.results),
     ]
     if args.profile:
         lines += ["", "The proxy ran under cProfile: its CPU and latency figures are inflated; read the shares only."]
+    quiet = {r.target: r for r in outcome.results if r.hostile is None}
+    for attacked in outcome.results:
+        if attacked.hostile is None:
+            continue
+        plan = attacked.hostile.plan
+        lines += ["", f"### Hostile: {attacked.target}, {plan.count} hostile clients ({','.join(plan.kinds)})", ""]
+        if attacked.target != "direct" and attacked.target in quiet:
+            lines += [hostile_table(quiet[attacked.target], attacked, outcome.results, args.budget_ms), ""]
+        lines.append(hostile_clients_table(attacked.hostile))
     if outcome.steps:
         lines += [
             "",
@@ -215,7 +283,7 @@ def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = sanitize(
         {
             "workload": dataclasses.asdict(outcome.workload),
-            "machine": _machine(),
+            "machine": {**_machine(), "load_average_start_end": outcome.load_average},
             "results": [r.to_json() for r in outcome.results],
             "ramp": [
                 {
@@ -228,6 +296,7 @@ def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
                 for s in outcome.steps
             ],
             "budget_ms": args.budget_ms,
+            "hostile": dataclasses.asdict(plan) if (plan := _hostile_plan(args)) else None,
             "largest_passing_sessions": outcome.largest_passing,
         }
     )
@@ -238,6 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.sessions < 1 or args.duration <= 0:
         raise SystemExit("--sessions must be >= 1 and --duration > 0")
+    if args.hostile < 0 or args.hostile_sockets < 0:
+        raise SystemExit("--hostile and --hostile-sockets must be >= 0")
+    try:
+        parse_kinds(args.hostile_kinds)
+    except ValueError as exc:
+        raise SystemExit(f"--hostile-kinds: {exc}") from None
+    if args.hostile and args.ramp:
+        raise SystemExit("--hostile measures one session count; use it without --ramp")
     if args.profile and args.ramp:
         raise SystemExit("--profile profiles one run; use it without --ramp")
     if args.profile and args.target:

@@ -111,6 +111,34 @@ async def run_session(
             gates.settle()
 
 
+async def open_probe(phase: Phase, record: SessionRecord, url: str, flavour: Flavour, timeout_s: float) -> float | str:
+    """Open one fresh session, wait until it is ready, close it: seconds to ready, or why it failed."""
+    # Its own phase for the client's statistics: a probe's latency must not mix with the measured sessions'. The
+    # upstream still finds ``record`` in the measured phase by its token.
+    client = _Client(Phase(phase.run, phase.target, phase.route), record, flavour, Schedule(1.0, timeout_s, 0))
+    failure = ""
+    try:
+        with trio.fail_after(timeout_s):
+            client.connect_started = trio.current_time()
+            ws = await connect(url)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.read, ws)
+                    await ws.send(client.settings())
+                    await client.ready.wait()
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await ws.aclose()
+    except* _FAILURES as group:
+        first = group.exceptions[0]
+        status = first.status if isinstance(first, HandshakeFailed) else None
+        failure = f"{type(first).__name__}{f' {status}' if status else ''}"
+    if failure or record.ready_latency is None:
+        return failure or "not ready"
+    return record.ready_latency
+
+
 class _Client:
     """The per-session protocol logic of one flavour (reader side and sender side)."""
 

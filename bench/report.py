@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .hostile import HostileOutcome, close_times
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -40,6 +42,15 @@ class Accounting:
     lost: int = 0
     reordered: int = 0
     duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class NewSessions:
+    """Fresh sessions opened in the middle of the measured window (beside an attack: can a new user get in?)."""
+
+    attempted: int
+    ready: Latency  # connect -> SettingsApplied of those that got in
+    failures: dict[str, int]  # why the others did not, by kind of failure
 
 
 @dataclass
@@ -76,6 +87,21 @@ class TargetResult:
     unmatched_upstream: int
     #: Raw samples for the plot (seconds); not written to JSON.
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: The hostile clients that ran beside this measurement (``--hostile``), and what happened to them.
+    hostile: HostileOutcome | None = None
+    new_sessions: NewSessions | None = None
+
+    @property
+    def phase(self) -> str:
+        return "hostile" if self.hostile is not None else "quiet"
+
+    @property
+    def label(self) -> str:
+        return self.target if self.hostile is None else f"{self.target} + hostile"
+
+    @property
+    def cpu_percent(self) -> float | None:
+        return None if self.cpu_s is None else self.cpu_s / self.window_s * 100.0
 
     def exact(self) -> bool:
         """Zero frames lost, reordered or duplicated, every session ready, no errors."""
@@ -88,6 +114,7 @@ class TargetResult:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("samples", None)
+        data["phase"] = self.phase
         return data
 
 
@@ -98,6 +125,11 @@ class RampStep:
     passed: bool
     reason: str
     results: list[TargetResult]
+
+
+def floor_of(result: TargetResult, results: list[TargetResult]) -> TargetResult | None:
+    """The direct target measured in the same phase (quiet or hostile) as ``result``."""
+    return next((r for r in results if r.target == "direct" and r.phase == result.phase), None)
 
 
 def added(result: TargetResult, floor: TargetResult | None, direction: str) -> float:
@@ -128,9 +160,9 @@ def _opt(value: float | int | None, fmt: str = "{:.1f}") -> str:
 
 
 def markdown_table(results: list[TargetResult]) -> str:
-    """The targets side by side."""
-    floor = next((r for r in results if r.target == "direct"), None)
-    header = "| | " + " | ".join(f"**{r.target}**" for r in results) + " |"
+    """The targets side by side (each compared with the direct floor of its own phase)."""
+    floors = [floor_of(r, results) for r in results]
+    header = "| | " + " | ".join(f"**{r.label}**" for r in results) + " |"
     rule = "|---|" + "---|" * len(results)
     rows: list[tuple[str, list[str]]] = [
         ("what", [r.description for r in results]),
@@ -139,9 +171,10 @@ def markdown_table(results: list[TargetResult]) -> str:
         ("upstream -> client p50 / p90 / p99 / max (ms)", [_lat(r.tts) for r in results]),
         (
             "added p99 vs direct, mic / tts (ms)",
-            [f"{_ms(added(r, floor, 'mic'))} / {_ms(added(r, floor, 'tts'))}" for r in results],
+            [_pair(added(r, floor, "mic"), added(r, floor, "tts")) for r, floor in zip(results, floors, strict=True)],
         ),
         ("connect -> SettingsApplied p50 / p99 (ms)", [f"{_ms(r.ready.p50)} / {_ms(r.ready.p99)}" for r in results]),
+        ("new sessions mid-window: ready, p50 / max (ms)", [_new_sessions(r.new_sessions) for r in results]),
         (
             "user turn -> first audio p50 / p99 (ms)",
             [f"{_ms(r.first_audio.p50)} / {_ms(r.first_audio.p99)}" for r in results],
@@ -168,6 +201,17 @@ def markdown_table(results: list[TargetResult]) -> str:
     lines = [header, rule]
     lines.extend(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows)
     return "\n".join(lines)
+
+
+def _new_sessions(new: NewSessions | None) -> str:
+    if new is None:
+        return "-"
+    text = f"{new.ready.count} of {new.attempted}"
+    if new.ready.count:
+        text += f", {_ms(new.ready.p50)} / {_ms(new.ready.max)}"
+    if new.failures:
+        text += " (" + ", ".join(f"{why} x{count}" for why, count in sorted(new.failures.items())) + ")"
+    return text
 
 
 def _rss(result: TargetResult) -> str:
@@ -263,3 +307,112 @@ def plot(path: str, results: list[TargetResult], steps: list[RampStep]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile mode
+
+
+@dataclass(frozen=True)
+class HostileVerdict:
+    """The goal of the hostile mode for one relay: honest p99 within ``max_ratio`` of the quiet run, nothing lost."""
+
+    ratio_mic: float
+    ratio_tts: float
+    met: bool | None  # None: not measurable on this machine in this run
+    reason: str
+
+
+def hostile_verdict(
+    quiet: TargetResult, hostile: TargetResult, results: list[TargetResult], budget_ms: float, max_ratio: float = 2.0
+) -> HostileVerdict:
+    ratio_mic = hostile.mic.p99 / quiet.mic.p99 if quiet.mic.p99 else math.nan
+    ratio_tts = hostile.tts.p99 / quiet.tts.p99 if quiet.tts.p99 else math.nan
+    if not hostile.exact():
+        return HostileVerdict(ratio_mic, ratio_tts, False, "honest frames lost/reordered or sessions failed")
+    for floor in (floor_of(quiet, results), floor_of(hostile, results)):
+        if floor is not None and max(floor.mic.p99, floor.tts.p99) > budget_ms:
+            # As with --ramp: past this point the generator, not the target, sets the tail.
+            return HostileVerdict(
+                ratio_mic, ratio_tts, None, f"the {floor.phase} floor's own p99 exceeds {budget_ms:g} ms"
+            )
+    worst = max(ratio_mic, ratio_tts)
+    if math.isnan(worst) or worst > max_ratio:
+        return HostileVerdict(ratio_mic, ratio_tts, False, f"p99 {worst:.1f}x the quiet run")
+    return HostileVerdict(ratio_mic, ratio_tts, True, "")
+
+
+def _pair(first: float, second: float) -> str:
+    return f"{_ms(first)} / {_ms(second)}"
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def hostile_table(quiet: TargetResult, hostile: TargetResult, results: list[TargetResult], budget_ms: float) -> str:
+    """Honest sessions of one relay, quiet against hostile, with the goal's verdict."""
+    floor_quiet, floor_hostile = floor_of(quiet, results), floor_of(hostile, results)
+
+    def added_pair(result: TargetResult, floor: TargetResult | None) -> str:
+        return _pair(added(result, floor, "mic"), added(result, floor, "tts"))
+
+    def floor_pair(floor: TargetResult | None) -> str:
+        return _pair(floor.mic.p99, floor.tts.p99) if floor else "-"
+
+    def lost(result: TargetResult) -> str:
+        frames = (result.mic_frames, result.tts_frames)
+        return f"{sum(a.lost for a in frames)} / {sum(a.reordered for a in frames)}"
+
+    verdict = hostile_verdict(quiet, hostile, results, budget_ms)
+    added_quiet = max(added(quiet, floor_quiet, d) for d in ("mic", "tts"))
+    added_hostile = max(added(hostile, floor_hostile, d) for d in ("mic", "tts"))
+    rows = [
+        ("p99 mic / tts (ms)", _pair(quiet.mic.p99, quiet.tts.p99), _pair(hostile.mic.p99, hostile.tts.p99),
+         f"{_ratio(verdict.ratio_mic)} / {_ratio(verdict.ratio_tts)}"),
+        ("added p99 vs direct, mic / tts (ms)", added_pair(quiet, floor_quiet), added_pair(hostile, floor_hostile),
+         f"{_ratio(added_hostile / added_quiet if added_quiet > 0 else math.nan)} (worse direction)"),
+        ("direct floor p99 mic / tts (ms)", floor_pair(floor_quiet), floor_pair(floor_hostile), ""),
+        ("new sessions mid-window: ready, p50 / max (ms)", _new_sessions(quiet.new_sessions),
+         _new_sessions(hostile.new_sessions), ""),
+        ("sessions ready / errors", f"{quiet.sessions_ready} / {quiet.errors}",
+         f"{hostile.sessions_ready} / {hostile.errors}", ""),
+        ("honest frames lost / reordered", lost(quiet), lost(hostile), ""),
+        ("target CPU % (window)", _opt(quiet.cpu_percent, "{:.0f}"), _opt(hostile.cpu_percent, "{:.0f}"), ""),
+        ("generator late sends", str(quiet.late_sends), str(hostile.late_sends), ""),
+    ]  # fmt: skip
+    lines = [f"| {quiet.target} | quiet | hostile | hostile / quiet |", "|---|---|---|---|"]
+    lines.extend(f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows)
+    if verdict.met is None:
+        judged = f"not measurable ({verdict.reason})"
+    else:
+        judged = "**met**" if verdict.met else f"**not met** ({verdict.reason})"
+    lines += ["", f"Goal (honest p99 within 2x the quiet run, nothing lost): {judged}."]
+    return "\n".join(lines)
+
+
+def hostile_clients_table(outcome: HostileOutcome) -> str:
+    """What each hostile client did and how the target ended its connections."""
+    lines = [
+        "| client | kind | connections (failed) | sent frames / KiB | received frames / KiB | closed by target | "
+        "how they ended | open -> closed p50 / max (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for client in outcome.clients:
+        p50, longest = close_times(client)
+        endings = ", ".join(f"{how} x{count}" for how, count in sorted(client.endings.items())) or "-"
+        timing = "-" if math.isnan(p50) else f"{p50:.2f} / {longest:.2f}"
+        lines.append(
+            f"| {client.client} | {client.kind} | {client.connections} ({client.connect_failures}) | "
+            f"{client.frames_sent} / {client.bytes_sent / 1024:.0f} | "
+            f"{client.frames_received} / {client.bytes_received / 1024:.0f} | {client.closed_by_target} | "
+            f"{endings} | {timing} |"
+        )
+    cpu = outcome.process_cpu_s / outcome.process_wall_s * 100.0 if outcome.process_wall_s else math.nan
+    attacked = _opt(outcome.attacked_cpu_percent, "{:.0f}")
+    lines += [
+        "",
+        f"Attacked: {outcome.attacked}, CPU {attacked} % over the window; the hostile clients' own process: "
+        f"{_opt(cpu, '{:.0f}')} % CPU over {outcome.process_wall_s:.1f} s.",
+    ]
+    return "\n".join(lines)

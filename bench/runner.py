@@ -7,15 +7,16 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, TextIO
 
 import numpy as np
 import trio
 
-from .clients import Flavour, Gates, Schedule, run_session
+from .clients import Flavour, Gates, Schedule, open_probe, run_session
+from .hostile import HostileOutcome, HostilePlan, HostileRun
 from .procs import cpu_seconds, naive_relay_command, peak_rss_kib, proxy_command, rss_kib, started
-from .report import Accounting, Latency, TargetResult
+from .report import Accounting, Latency, NewSessions, TargetResult
 from .streams import Phase, SessionRecord, Stream
 from .upstream import DEEPGRAM_AGENT_PATH, OPENAI_PATH, Upstream
 from .wire import TTS_CHUNK_S, session_token
@@ -23,10 +24,19 @@ from .wire import TTS_CHUNK_S, session_token
 Route = Literal["openai", "deepgram"]
 TargetKind = Literal["direct", "naive", "proxy", "target"]
 IDLE_SETTLE_S: Final = 1.0
+HOSTILE_LEAD_S: Final = 1.0  # the hostile clients start this long before the honest traffic (their ramp-up)
+PROBE_SESSIONS: Final = 5  # fresh sessions opened in the middle of the window, in both phases of a hostile run
+PROBE_TIMEOUT_S: Final = 10.0
 FAKE_KEY: Final = "sk-bench-not-a-real-key"
 _NEUTRALISED: Final = (
     "DEEPGRAM_API_KEY",
     "PROXY_CLIENT_TOKENS",
+    "PROXY_CLIENT_TOKENS_FILE",
+    "PROXY_JWT_SECRETS",
+    "PROXY_JWT_SECRETS_FILE",
+    "PROXY_JWT_PUBLIC_KEY_FILE",
+    "PROXY_JWT_AUDIENCE",
+    "PROXY_JWT_ISSUER",
     "PROXY_ALLOWED_ORIGINS",
     "OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH",
     "DEEPGRAM_SYNTHETIC_AUDIO_DONE",
@@ -80,21 +90,53 @@ async def _target(spec: TargetSpec, route: Route, upstream_base: str) -> AsyncIt
         async with started(naive_relay_command(upstream_base), {}) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{upstream_path}", raw, process.pid)
     elif spec.kind == "proxy":
-        env: dict[str, str | None] = {
-            "OPENAI_REALTIME_URL": upstream_base + OPENAI_PATH,
-            "OPENAI_API_KEY": FAKE_KEY,
-            "DEEPGRAM_AGENT_URL": upstream_base + DEEPGRAM_AGENT_PATH,
-            "DEEPGRAM_LISTEN_URL": "ws://127.0.0.1:9/v1/listen",
-            "LOG_LEVEL": "WARNING",
-            # Settings of the caller's shell that would change what is measured, or refuse the generator.
-            **dict.fromkeys(_NEUTRALISED, None),
-        }
-        async with started(proxy_command(spec.profile), env) as process:
-            path = "/openai" if route == "openai" else "/deepgram-proxy?service=agent"
-            yield _Endpoint(f"ws://{process.host}:{process.port}{path}", "component", process.pid)
+        async with started(proxy_command(spec.profile), _proxy_env(upstream_base)) as process:
+            yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
     else:
         assert spec.url is not None
         yield _Endpoint(spec.url, "component", spec.pid)
+
+
+def _proxy_env(upstream_base: str) -> dict[str, str | None]:
+    return {
+        "OPENAI_REALTIME_URL": upstream_base + OPENAI_PATH,
+        "OPENAI_API_KEY": FAKE_KEY,
+        "DEEPGRAM_AGENT_URL": upstream_base + DEEPGRAM_AGENT_PATH,
+        "DEEPGRAM_LISTEN_URL": "ws://127.0.0.1:9/v1/listen",
+        "LOG_LEVEL": "WARNING",
+        # Settings of the caller's shell that would change what is measured, or refuse the generator.
+        **dict.fromkeys(_NEUTRALISED, None),
+    }
+
+
+def _component_path(route: Route) -> str:
+    return "/openai" if route == "openai" else "/deepgram-proxy?service=agent"
+
+
+@dataclass(frozen=True)
+class _Attack:
+    """Hostile clients for one measurement: whom they attack, and that process's pid (for its CPU)."""
+
+    plan: HostilePlan
+    url: str
+    pid: int | None
+    attacked: str
+
+
+@asynccontextmanager
+async def _attack_for(
+    spec: TargetSpec, endpoint: _Endpoint, route: Route, upstream_base: str, plan: HostilePlan | None
+) -> AsyncIterator[_Attack | None]:
+    """Where the hostile clients go. The direct floor has no relay to attack: they attack a proxy of their own
+    beside it, so the floor of the hostile phase carries the same load on the machine's CPUs."""
+    if plan is None:
+        yield None
+    elif spec.kind == "direct":
+        async with started(proxy_command(), _proxy_env(upstream_base)) as victim:
+            url = f"ws://{victim.host}:{victim.port}{_component_path(route)}"
+            yield _Attack(plan, url, victim.pid, "a proxy beside the floor")
+    else:
+        yield _Attack(plan, endpoint.url, endpoint.pid, "the target")
 
 
 @dataclass(frozen=True)
@@ -121,14 +163,29 @@ def _snapshot(phase: Phase, records: list[SessionRecord], pid: int | None) -> _S
 
 
 async def measure(
-    spec: TargetSpec, workload: Workload, upstream: Upstream, run: int, *, progress: TextIO | None = sys.stderr
+    spec: TargetSpec,
+    workload: Workload,
+    upstream: Upstream,
+    run: int,
+    *,
+    progress: TextIO | None = sys.stderr,
+    hostile: HostilePlan | None = None,
+    probe_sessions: int = 0,
 ) -> TargetResult:
-    """Run the workload against one target and summarise it."""
+    """Run the workload against one target and summarise it; with ``hostile``, beside those hostile clients.
+
+    ``probe_sessions`` fresh sessions are opened in the middle of the window (not with the measured ones: their
+    connects would disturb the latency of a small run that has no attack to compare with).
+    """
     phase = Phase(run, spec.kind, workload.route)
     upstream.phase = phase
+    base = f"ws://127.0.0.1:{upstream.port}"
     try:
-        async with _target(spec, workload.route, f"ws://127.0.0.1:{upstream.port}") as endpoint:
-            return await _drive(phase, endpoint, workload, upstream, progress)
+        async with (
+            _target(spec, workload.route, base) as endpoint,
+            _attack_for(spec, endpoint, workload.route, base, hostile) as attack,
+        ):
+            return await _drive(phase, endpoint, workload, upstream, progress, attack, probe_sessions)
     finally:
         upstream.phase = None
 
@@ -162,44 +219,113 @@ async def _prime(phase: Phase, endpoint: _Endpoint, workload: Workload, upstream
 
 
 async def _drive(
-    phase: Phase, endpoint: _Endpoint, workload: Workload, upstream: Upstream, progress: TextIO | None
+    phase: Phase,
+    endpoint: _Endpoint,
+    workload: Workload,
+    upstream: Upstream,
+    progress: TextIO | None,
+    attack: _Attack | None,
+    probe_sessions: int,
 ) -> TargetResult:
     n = workload.sessions
     pid = endpoint.pid
     await _prime(phase, endpoint, workload, upstream)
     records = [SessionRecord(sid, session_token(phase.run, sid)) for sid in range(n)]
-    phase.sessions = {r.token: r for r in records}
+    probes = [SessionRecord(n + index, session_token(phase.run, n + index)) for index in range(probe_sessions)]
+    phase.sessions = {r.token: r for r in records + probes}
     rss_base = rss_kib(pid) if pid else None
     gates = Gates(n, trio.Semaphore(workload.connect_concurrency))
     schedule = Schedule(workload.turn_interval, workload.connect_timeout, workload.seed)
+    hostile: HostileRun | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            for record in records:
+                nursery.start_soon(run_session, phase, record, endpoint.url, endpoint.flavour, gates, schedule)
+            async with trio.open_nursery() as watch:
+                if progress is not None:
+                    watch.start_soon(_progress, phase, records, progress)
+                await gates.all_settled.wait()
+                await trio.sleep(IDLE_SETTLE_S)
+                rss_idle = rss_kib(pid) if pid else None
+                if attack is not None:
+                    # The honest sessions are open; the attack begins before their traffic and lasts its whole
+                    # window. New sessions opened during the attack are the probes below.
+                    longest_s = HOSTILE_LEAD_S + workload.duration + PROBE_TIMEOUT_S + 60.0
+                    hostile = await HostileRun.start(attack.url, attack.plan, attack.attacked, longest_s)
+                    await trio.sleep(HOSTILE_LEAD_S)
+                gates.start_at = trio.current_time() + 0.1
+                gates.stop_at = gates.start_at + workload.duration
+                gates.start.set()
+                await trio.sleep_until(gates.start_at + workload.warmup)
+                phase.measuring = True
+                before = _snapshot(phase, records, pid)
+                attacked_before = cpu_seconds(attack.pid) if attack and attack.pid else None
+                probe_at = (before.at + gates.stop_at) / 2
+                probing = await nursery.start(_probe, phase, probes, endpoint, probe_at)
+                await trio.sleep_until(gates.stop_at)
+                after = _snapshot(phase, records, pid)
+                attacked_after = cpu_seconds(attack.pid) if attack and attack.pid else None
+                outcome: HostileOutcome | None = None
+                if hostile is not None:
+                    outcome = await hostile.finish()
+                    if attacked_before is not None and attacked_after is not None:
+                        window = max(after.at - before.at, 1e-9)
+                        outcome.attacked_cpu_percent = (attacked_after - attacked_before) / window * 100.0
+                # Let replies in flight finish and every frame sent arrive, then account.
+                with trio.move_on_after(workload.reply_chunks * TTS_CHUNK_S + workload.grace + 5.0):
+                    # Polled: "settled" spans many sessions' counters, written by both ends; 50 ms is plenty.
+                    while not all(r.settled() for r in records if r.ready_latency is not None and not r.errors):  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                await trio.sleep(workload.grace)
+                phase.measuring = False
+                rss_peak = peak_rss_kib(pid) if pid else None
+                await probing.done.wait()
+                watch.cancel_scope.cancel()
+            gates.close.set()
+    finally:
+        if hostile is not None:
+            with trio.CancelScope(shield=True):
+                await hostile.kill()
+    result = _summarise(phase, records, workload, before, after, rss_base, rss_idle, rss_peak)
+    result.hostile = outcome
+    result.new_sessions = probing.summary() if probes else None
+    return result
+
+
+@dataclass(eq=False)
+class _Probing:
+    attempted: int
+    ready_s: list[float] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def summary(self) -> NewSessions:
+        return NewSessions(self.attempted, Latency.of(self.ready_s), dict(self.failures))
+
+
+async def _probe(
+    phase: Phase,
+    probes: list[SessionRecord],
+    endpoint: _Endpoint,
+    at: float,
+    task_status: trio.TaskStatus[_Probing] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open a few fresh sessions at ``at`` (mid-window), concurrently: can a new user still get in?"""
+    probing = _Probing(len(probes))
+    task_status.started(probing)
+    await trio.sleep_until(at)
+
+    async def one(record: SessionRecord) -> None:
+        ready = await open_probe(phase, record, endpoint.url, endpoint.flavour, PROBE_TIMEOUT_S)
+        if isinstance(ready, float):
+            probing.ready_s.append(ready)
+        else:
+            probing.failures[ready] = probing.failures.get(ready, 0) + 1
+
     async with trio.open_nursery() as nursery:
-        for record in records:
-            nursery.start_soon(run_session, phase, record, endpoint.url, endpoint.flavour, gates, schedule)
-        async with trio.open_nursery() as watch:
-            if progress is not None:
-                watch.start_soon(_progress, phase, records, progress)
-            await gates.all_settled.wait()
-            await trio.sleep(IDLE_SETTLE_S)
-            rss_idle = rss_kib(pid) if pid else None
-            gates.start_at = trio.current_time() + 0.1
-            gates.stop_at = gates.start_at + workload.duration
-            gates.start.set()
-            await trio.sleep_until(gates.start_at + workload.warmup)
-            phase.measuring = True
-            before = _snapshot(phase, records, pid)
-            await trio.sleep_until(gates.stop_at)
-            after = _snapshot(phase, records, pid)
-            # Let replies in flight finish and every frame sent arrive, then account.
-            with trio.move_on_after(workload.reply_chunks * TTS_CHUNK_S + workload.grace + 5.0):
-                # Polled: "settled" spans many sessions' counters, written by both ends; 50 ms is plenty.
-                while not all(r.settled() for r in records if r.ready_latency is not None and not r.errors):  # noqa: ASYNC110
-                    await trio.sleep(0.05)
-            await trio.sleep(workload.grace)
-            phase.measuring = False
-            rss_peak = peak_rss_kib(pid) if pid else None
-            watch.cancel_scope.cancel()
-        gates.close.set()
-    return _summarise(phase, records, workload, before, after, rss_base, rss_idle, rss_peak)
+        for record in probes:
+            nursery.start_soon(one, record)
+    probing.done.set()
 
 
 def _summarise(

@@ -41,7 +41,17 @@ class Closed(Exception):
 
 
 class HandshakeFailed(Exception):
-    """The peer did not complete the opening handshake."""
+    """The peer did not complete the opening handshake; ``status`` is its HTTP status when it answered with one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def frame_bytes(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client frame (zero masking key) as it goes on the wire; ``fin=False`` for a fragment."""
+    head = _header(opcode, len(payload), True)
+    return (head if fin else bytes((head[0] & 0x7F,)) + head[1:]) + payload
 
 
 def _header(opcode: int, length: int, masked: bool) -> bytes:
@@ -99,6 +109,31 @@ class WebSocket:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._closed = Closed(1006)
                 raise self._closed from exc
+
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes already framed (see :func:`frame_bytes`), as they are: for clients that break the protocol."""
+        if self._closed is not None:
+            raise self._closed
+        async with self._lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._closed = Closed(1006)
+                raise self._closed from exc
+
+    async def receive_frame(self) -> tuple[int, bool, bytes]:
+        """The next frame as ``(opcode, fin, payload)``, nothing answered; :class:`Closed` (1006) at the end."""
+        while True:
+            frame = self._next_frame()
+            if frame is not None:
+                return frame
+            await self._fill()
+
+    async def abort(self) -> None:
+        """Drop the connection without a closing handshake."""
+        if self._closed is None:
+            self._closed = Closed(1006)
+        await trio.aclose_forcefully(self._stream)
 
     async def receive(self) -> tuple[bool, bytes]:
         """The next data message as ``(is_text, payload)``; answers pings and closes on the way."""
@@ -253,7 +288,8 @@ async def connect(url: str) -> WebSocket:
         status_line, *lines = head.split(b"\r\n")
         status = status_line.split(b" ", 2)
         if len(status) < 2 or status[1] != b"101":
-            raise HandshakeFailed(f"upgrade refused: {status_line.decode(errors='replace')[:100]}")
+            code = int(status[1]) if len(status) >= 2 and status[1].isdigit() else None
+            raise HandshakeFailed(f"upgrade refused: {status_line.decode(errors='replace')[:100]}", code)
         if _headers(lines).get(b"sec-websocket-accept") != accept_token(key):
             raise HandshakeFailed("bad Sec-WebSocket-Accept")
     except BaseException:
