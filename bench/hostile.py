@@ -53,6 +53,10 @@ from .ws import (
 )
 from .ws import connect as open_websocket
 
+#: The hostile clients connect from their own loopback address, as an attacker would from the honest users'; the
+#: proxy's per-address cap then applies to them and not to the generator's honest sessions.
+ATTACKER_ADDRESS = "127.0.0.2"
+
 Kind = Literal["ping-flood", "pong-flood", "slowloris", "fragments", "idle", "json"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 DEFAULT_KINDS: Final[tuple[Kind, ...]] = ("ping-flood", "pong-flood", "slowloris", "fragments", "idle")
@@ -189,7 +193,7 @@ async def _read_frames(ws: WebSocket, report: ClientReport) -> str:
     while True:
         try:
             opcode, _, payload = await ws.receive_frame()
-        except Closed:
+        except (Closed, trio.BrokenResourceError, trio.ClosedResourceError):
             return "dropped"
         report.frames_received += 1
         report.bytes_received += len(payload)
@@ -202,10 +206,15 @@ async def _read_frames(ws: WebSocket, report: ClientReport) -> str:
 async def _one_websocket(report: ClientReport, url: str, writer: Writer) -> None:
     try:
         with trio.fail_after(CONNECT_TIMEOUT_S):
-            ws = await open_websocket(url)
+            ws = await open_websocket(url, local_address=ATTACKER_ADDRESS)
     except HandshakeFailed as exc:
         report.connections += 1
         report.ended(f"http {exc.status}" if exc.status else "dropped", None)
+        return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        # Accepted, then closed before any answer (a cap refuses at once): the target dropped it.
+        report.connections += 1
+        report.ended("dropped", 0.0)
         return
     except (OSError, trio.TooSlowError):
         report.connect_failures += 1
@@ -225,7 +234,7 @@ async def _one_websocket(report: ClientReport, url: str, writer: Writer) -> None
             nursery.start_soon(read)
             try:
                 await writer(ws, report)
-            except Closed:
+            except (Closed, trio.BrokenResourceError, trio.ClosedResourceError):
                 # The target went away under a write; the reader says how, or it was a plain drop.
                 await trio.sleep(CLOSE_WAIT_S)
                 ending, after = "dropped", trio.current_time() - opened - CLOSE_WAIT_S
@@ -270,7 +279,7 @@ async def _read_until_closed(stream: trio.abc.ReceiveStream, report: ClientRepor
 async def _one_socket(report: ClientReport, host: str, port: int, path: str, trickle: bool) -> None:
     try:
         with trio.fail_after(CONNECT_TIMEOUT_S):
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await trio.open_tcp_stream(host, port, local_address=ATTACKER_ADDRESS)
     except (OSError, trio.TooSlowError):
         report.connect_failures += 1
         return

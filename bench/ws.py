@@ -269,14 +269,15 @@ def _headers(lines: list[bytes]) -> dict[bytes, bytes]:
     return headers
 
 
-async def connect(url: str) -> WebSocket:
-    """Open a client WebSocket to a ``ws://`` URL (no TLS: the benchmark runs on loopback)."""
+async def connect(url: str, *, local_address: str | None = None) -> WebSocket:
+    """Open a client WebSocket to a ``ws://`` URL (no TLS: the benchmark runs on loopback), from ``local_address``
+    when given."""
     parts = urlsplit(url)
     if parts.scheme != "ws" or not parts.hostname:
         raise ValueError(f"only ws:// URLs are supported, got {url!r}")
     port = parts.port or 80
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    stream = await trio.open_tcp_stream(parts.hostname, port)
+    stream = await trio.open_tcp_stream(parts.hostname, port, local_address=local_address)
     try:
         key = base64.b64encode(os.urandom(16))
         request = (
