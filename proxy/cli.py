@@ -168,7 +168,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
         config = replace(config, limits=replace(config.limits, max_sessions=args.max_sessions))
     if args.max_fragments_per_message is not None:
-        fragments = config_module.parse_count(args.max_fragments_per_message, "--max-fragments-per-message")
+        fragments = config_module.positive_int(args.max_fragments_per_message, "--max-fragments-per-message")
         config = dataclasses.replace(
             config, limits=dataclasses.replace(config.limits, max_fragments_per_message=fragments)
         )

@@ -229,6 +229,7 @@ def networks(value: str, name: str) -> tuple[IPNetwork, ...]:
 
 
 def positive_int(value: str, name: str) -> int:
+    """A whole number of at least 1 (a flag's or a variable's text)."""
     try:
         number = int(value)
     except ValueError:
@@ -357,17 +358,6 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
-def parse_count(value: str, name: str) -> int:
-    """A whole number of at least 1 (a flag's or a variable's text)."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if count < 1:
-        raise ConfigError(f"{name} must be at least 1")
-    return count
-
-
 def parse_rate(value: str, name: str) -> float:
     """A finite number above 0 (a flag's or a variable's text)."""
     try:
@@ -382,7 +372,7 @@ def parse_rate(value: str, name: str) -> float:
 def _websocket_limits(env: Mapping[str, str], limits: Limits) -> Limits:
     fragments = env.get("PROXY_MAX_FRAGMENTS_PER_MESSAGE")
     if fragments:
-        limits = replace(limits, max_fragments_per_message=parse_count(fragments, "PROXY_MAX_FRAGMENTS_PER_MESSAGE"))
+        limits = replace(limits, max_fragments_per_message=positive_int(fragments, "PROXY_MAX_FRAGMENTS_PER_MESSAGE"))
     control = env.get("PROXY_MAX_CONTROL_FRAMES_PER_S")
     if control:
         limits = replace(limits, max_control_frames_per_s=parse_rate(control, "PROXY_MAX_CONTROL_FRAMES_PER_S"))
