@@ -139,20 +139,3 @@ def parse_address(text: str) -> IPAddress | None:
 def normalise(peer: str) -> str:
     address = parse_address(peer)
     return peer if address is None else str(address)
-
-
-class LogThrottle:
-    """At most one log line per key and interval; says how many it held back."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str, now: float) -> int | None:
-        """None: stay quiet. Otherwise log now; the number is how many lines were held back since the last one."""
-        if now < self._next.get(key, float("-inf")):
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._next[key] = now + self._interval_s
-        return self._held.pop(key, 0)

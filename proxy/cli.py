@@ -164,43 +164,21 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.max_sessions is not None:
         if args.max_sessions < 1:
             raise ConfigError("--max-sessions must be at least 1")
-        from dataclasses import replace
-
-        config = replace(config, limits=replace(config.limits, max_sessions=args.max_sessions))
-    if args.max_fragments_per_message is not None:
-        fragments = config_module.positive_int(args.max_fragments_per_message, "--max-fragments-per-message")
-        config = dataclasses.replace(
-            config, limits=dataclasses.replace(config.limits, max_fragments_per_message=fragments)
-        )
-    if args.max_control_frames_per_s is not None:
-        rate = config_module.parse_rate(args.max_control_frames_per_s, "--max-control-frames-per-s")
-        config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_control_frames_per_s=rate))
-    return _edge_limits(config, args)
+        config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_sessions=args.max_sessions))
+    return _limits(config, args)
 
 
-def _edge_limits(config: Config, args: argparse.Namespace) -> Config:
-    """The listener's caps and timeouts from flags (they win over the environment), checked together."""
-    from dataclasses import replace
-
-    changes: dict[str, int | float] = {}
-    for flag, name in (
-        ("max_connections", "max_connections"),
-        ("max_pending_handshakes", "max_pending_handshakes"),
-        ("max_connections_per_ip", "max_connections_per_ip"),
-    ):
-        value = getattr(args, flag)
+def _limits(config: Config, args: argparse.Namespace) -> Config:
+    """The limits given by flags (they win over the environment), checked together."""
+    changes: dict[str, float] = {}
+    for name, (flag, _variable, parse) in config_module.LIMIT_SETTINGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            changes[name] = config_module.positive_int(str(value), "--" + flag.replace("_", "-"))
-    if args.handshake_timeout is not None:
-        changes["handshake_timeout_s"] = config_module.positive_seconds(
-            str(args.handshake_timeout), "--handshake-timeout"
-        )
-    if args.drain_timeout is not None:
-        changes["drain_timeout_s"] = config_module.seconds(str(args.drain_timeout), "--drain-timeout")
-    limits = replace(config.limits, **changes)  # type: ignore[arg-type]
+            changes[name] = parse(str(value), flag)
+    limits = dataclasses.replace(config.limits, **changes)  # type: ignore[arg-type]
     if limits.max_connections <= limits.max_sessions:
         raise ConfigError("max connections must be above max sessions (every session is a connection)")
-    return replace(config, limits=limits)
+    return dataclasses.replace(config, limits=limits)
 
 
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from urllib.parse import urlsplit
@@ -256,14 +256,6 @@ def positive_seconds(value: str, name: str) -> float:
     return number
 
 
-#: Listener limits read from the environment: variable -> (Limits field, parser).
-_EDGE_LIMITS = {
-    "PROXY_MAX_CONNECTIONS": ("max_connections", positive_int),
-    "PROXY_MAX_PENDING_HANDSHAKES": ("max_pending_handshakes", positive_int),
-    "PROXY_MAX_CONNECTIONS_PER_IP": ("max_connections_per_ip", positive_int),
-    "PROXY_HANDSHAKE_TIMEOUT": ("handshake_timeout_s", positive_seconds),
-    "PROXY_DRAIN_TIMEOUT_S": ("drain_timeout_s", seconds),
-}
 #: Flag values :func:`_client_auth` reads (files are read, and every value checked, in one place).
 _AUTH_OVERRIDES = frozenset(
     {"client_tokens_file", "jwt_secrets_file", "jwt_public_key_file", "jwt_audience", "jwt_issuer", "jwt_leeway_s"}
@@ -369,14 +361,24 @@ def parse_rate(value: str, name: str) -> float:
     return rate
 
 
-def _websocket_limits(env: Mapping[str, str], limits: Limits) -> Limits:
-    fragments = env.get("PROXY_MAX_FRAGMENTS_PER_MESSAGE")
-    if fragments:
-        limits = replace(limits, max_fragments_per_message=positive_int(fragments, "PROXY_MAX_FRAGMENTS_PER_MESSAGE"))
-    control = env.get("PROXY_MAX_CONTROL_FRAMES_PER_S")
-    if control:
-        limits = replace(limits, max_control_frames_per_s=parse_rate(control, "PROXY_MAX_CONTROL_FRAMES_PER_S"))
-    return limits
+#: Limits an operator sets by flag or variable (flags win): Limits field -> (flag, variable, parser of the text).
+LIMIT_SETTINGS: dict[str, tuple[str, str, Callable[[str, str], float]]] = {
+    "max_connections": ("--max-connections", "PROXY_MAX_CONNECTIONS", positive_int),
+    "max_pending_handshakes": ("--max-pending-handshakes", "PROXY_MAX_PENDING_HANDSHAKES", positive_int),
+    "max_connections_per_ip": ("--max-connections-per-ip", "PROXY_MAX_CONNECTIONS_PER_IP", positive_int),
+    "handshake_timeout_s": ("--handshake-timeout", "PROXY_HANDSHAKE_TIMEOUT", positive_seconds),
+    "drain_timeout_s": ("--drain-timeout", "PROXY_DRAIN_TIMEOUT_S", seconds),
+    "max_fragments_per_message": ("--max-fragments-per-message", "PROXY_MAX_FRAGMENTS_PER_MESSAGE", positive_int),
+    "max_control_frames_per_s": ("--max-control-frames-per-s", "PROXY_MAX_CONTROL_FRAMES_PER_S", parse_rate),
+}
+
+
+def _limits_from_env(env: Mapping[str, str]) -> Limits:
+    changes = {}
+    for name, (_flag, variable, parse) in LIMIT_SETTINGS.items():
+        if text := env.get(variable, "").strip():
+            changes[name] = parse(text, variable)
+    return replace(Limits(), **changes)  # type: ignore[arg-type]
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -392,12 +394,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
     }
-    edge_limits: dict[str, object] = {}
-    for variable, (name, parse) in _EDGE_LIMITS.items():
-        if text := env.get(variable, "").strip():
-            edge_limits[name] = parse(text, variable)
-    if edge_limits:
-        values["limits"] = replace(Limits(), **edge_limits)  # type: ignore[arg-type]
+    values["limits"] = _limits_from_env(env)
     values.update(_client_auth(env, overrides))
     timeout = env.get("OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS")
     if timeout:
@@ -419,9 +416,6 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
             keys[name] = str(value).strip()
         else:
             values[name] = value
-    limits = values.get("limits", Limits())
-    assert isinstance(limits, Limits)
-    values["limits"] = _websocket_limits(env, limits)
     values["openai"] = _choose(urls["openai_url"], keys["openai_key"], OPENAI_DEFAULT_URL, "OPENAI_REALTIME_URL")
     values["deepgram_agent"] = _choose(
         urls["deepgram_agent_url"], keys["deepgram_key"], DEEPGRAM_AGENT_DEFAULT_URL, "DEEPGRAM_AGENT_URL"

@@ -1,8 +1,13 @@
-"""A per-session limit on warnings about a peer's faults (sans-IO: the caller passes the time).
+"""Pacing of log lines about peers' faults (sans-IO: the caller passes the time).
 
 A hostile peer can commit the same fault thousands of times a second; each one deserves a WARNING line, but not
-thousands of them. The first ``burst`` warnings of each ``interval_s`` window are let through; the rest are counted
-and reported in one summary line, at the next warning after the window or when the session ends.
+thousands of them. Two pacers, for the two places such lines come from:
+
+* :class:`WarningLimiter`, per session: the first ``burst`` warnings of each ``interval_s`` window are let through;
+  the rest are counted and reported in one summary line, at the next warning after the window or when the session
+  ends.
+* :class:`LogThrottle`, per listener: at most one line per kind of refusal and interval, for faults that come once
+  per connection (refused connections, failed accepts), however many connections commit them.
 """
 
 from __future__ import annotations
@@ -46,3 +51,20 @@ class WarningLimiter:
         """Warnings suppressed and not yet reported (the session is ending); resets the count."""
         suppressed, self._suppressed = self._suppressed, 0
         return suppressed
+
+
+class LogThrottle:
+    """At most one log line per key and interval; says how many it held back."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: stay quiet. Otherwise log now; the number is how many lines were held back since the last one."""
+        if now < self._next.get(key, float("-inf")):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._next[key] = now + self._interval_s
+        return self._held.pop(key, 0)

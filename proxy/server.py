@@ -34,12 +34,13 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from .admission import Admission, LogThrottle, Ticket
+from .admission import Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
 from .http import TEXT, BadHead, HeadReader, RequestHead, encode_answer
 from .metrics import Metrics
+from .ratelimit import LogThrottle
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
 from .transport import SocketTransport
@@ -96,6 +97,7 @@ class ProxyServer:
         self.routes = routes if routes is not None else default_routes()
         self.metrics = Metrics()
         self.admission = Admission(config.limits, config.trusted_proxies)
+        self._gate = ClientGate.from_config(config)
         self._ids = itertools.count(1)
         self._sessions: dict[Session, str] = {}
         self._draining = False
@@ -302,9 +304,9 @@ class ProxyServer:
     def _check_client(self, route_name: str, query: str, upgrade: Upgrade, connection_id: str) -> Admitted | Refused:
         """Who may connect (proxy/auth.py); the refusal reason is logged as a word, never the credential."""
         request = ClientRequest(upgrade.headers, query, route_name, upgrade.subprotocols)
-        verdict = ClientGate.from_config(self.config).check(request, now=time.time())
+        verdict = self._gate.check(request, now=time.time())
         if isinstance(verdict, Refused):
-            log.warning("%s: %s upgrade refused: %s", connection_id, route_name, verdict.reason)
+            self._warn(verdict.metric_reason, "%s: %s upgrade refused: %s", connection_id, route_name, verdict.reason)
         elif verdict.principal != "anonymous":
             log.info("%s: client authenticated as %s", connection_id, verdict.principal)
         return verdict

@@ -16,6 +16,9 @@ SANS_IO = [
     "proxy/core.py",
     "proxy/http.py",
     "proxy/admission.py",
+    "proxy/auth.py",
+    "proxy/redact.py",
+    "proxy/ratelimit.py",
 ]
 
 

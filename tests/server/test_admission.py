@@ -11,10 +11,10 @@ from proxy.admission import (
     MAX_CONNECTIONS_PER_IP,
     MAX_PENDING_HANDSHAKES,
     Admission,
-    LogThrottle,
     Ticket,
 )
 from proxy.config import Limits, networks
+from proxy.ratelimit import LogThrottle
 from tests.fuzzing import fuzz_settings
 
 LB = networks("10.0.0.0/8, 2001:db8::/32", "test")
