@@ -1,4 +1,4 @@
-"""Command line: ``python -m proxy [serve|simulate|chat] ...``.
+"""Command line: ``python -m proxy [serve|simulate|chat|config] ...`` (also the ``voice-agent-proxy`` script).
 
 ``serve`` (the default) runs the proxy. Routes without a key or URL are served by the embedded simulators, started
 in-process on a loopback port, and the proxy says so at start-up. Keys are read from the environment only (a key
@@ -8,17 +8,18 @@ on a command line is visible to every user of the machine).
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib.metadata
 import logging
+import os
 import signal
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
 from . import config as config_module
-from . import redact
+from . import logs, redact
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
@@ -27,175 +28,189 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxy")
 
-SUBCOMMANDS = ("serve", "simulate", "chat")
+SUBCOMMANDS = ("serve", "simulate", "chat", "config")
+DISTRIBUTION = "voice-agent-proxy"
+
+#: What ``--help`` says about each limit flag (the flags themselves come from config.LIMIT_SETTINGS).
+_LIMIT_HELP: dict[str, str] = {
+    "max_sessions": "concurrent WebSocket sessions; more get 503 (default 1000)",
+    "max_connections": "open client connections, sessions included; must be above --max-sessions (default 2048)",
+    "max_pending_handshakes": "connections still sending their request head; more are refused (default 128)",
+    "max_connections_per_ip": "connections from one client address (default 64)",
+    "handshake_timeout_s": "seconds from accept to a complete request head and its answer (default 10)",
+    "drain_timeout_s": "seconds sessions may go on after SIGTERM before they get 1001 (default 20)",
+    "shutdown_grace_s": "seconds sessions get to finish their 1001 close after the drain (default 5)",
+    "max_fragments_per_message": "frames in one WebSocket message, empty ones included; more: close 1008 (default 128)",
+    "max_control_frames_per_s": "pings and pongs a peer may send per second; more: close 1008 (default 20)",
+    "client_max_message_bytes": "largest client message; more: close 1009 (default 1048576)",
+    "upstream_max_message_bytes": "largest upstream message; more: the client gets 1011 (default 16777216)",
+    "outbox_high_water_frames": "frames queued per leg before the other leg's reader pauses (default 256)",
+    "outbox_high_water_bytes": "bytes queued per leg before the other leg's reader pauses (default 4194304)",
+    "upstream_connect_timeout_s": "seconds for the upstream connect, TLS and handshake (default 10)",
+    "send_timeout_s": "seconds a send may stay stuck before the session ends (default 30)",
+    "close_timeout_s": "seconds for a WebSocket close handshake (default 2)",
+    "ping_interval_s": "seconds between WebSocket pings on both legs (default 20)",
+    "ping_timeout_s": "seconds a ping may wait for an answer (default 20)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one ``--help`` away) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def version() -> str:
+    """The installed distribution's version; a source tree that was never installed says so."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m proxy",
         description=(
             "Voice-agent proxy: /openai translates the component protocol to the OpenAI Realtime API, "
-            "/deepgram-proxy passes it through to Deepgram; API keys stay on the server. "
-            "Other commands: 'simulate' (serve the simulated upstreams), 'chat' (talk to a running proxy)."
+            "/deepgram-proxy passes it through to Deepgram; API keys stay on the server (environment only). "
+            "Other commands: 'simulate' (serve the simulated upstreams), 'chat' (talk to a running proxy), "
+            "'config' (print the resolved configuration, secrets masked, and exit)."
         ),
+        epilog="Every flag has an environment variable (flags win); docs/configuration.md lists them all.",
     )
-    p.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="listen port; 0 picks a free one (env PROXY_PORT, default 8080)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env LOG_LEVEL, default INFO)")
-    p.add_argument("--openai-url", help="OpenAI Realtime WebSocket URL (env OPENAI_REALTIME_URL)")
-    p.add_argument("--deepgram-agent-url", help="Deepgram Voice Agent URL (env DEEPGRAM_AGENT_URL)")
-    p.add_argument("--deepgram-listen-url", help="Deepgram Listen URL (env DEEPGRAM_LISTEN_URL)")
-    p.add_argument(
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    listening = p.add_argument_group("listening")
+    listening.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")
+    listening.add_argument("--port", help="listen port; 0 picks a free one (env PROXY_PORT, default 8080)")
+
+    logging_group = p.add_argument_group("logging")
+    logging_group.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (env LOG_LEVEL, default INFO)"
+    )
+    logging_group.add_argument(
+        "--log-format",
+        help="text (one readable line per record) or json (one object per line) (env LOG_FORMAT, default text)",
+    )
+
+    upstreams = p.add_argument_group("upstreams", "API keys are read from OPENAI_API_KEY and DEEPGRAM_API_KEY only")
+    upstreams.add_argument("--openai-url", help="OpenAI Realtime WebSocket URL (env OPENAI_REALTIME_URL)")
+    upstreams.add_argument("--deepgram-agent-url", help="Deepgram Voice Agent URL (env DEEPGRAM_AGENT_URL)")
+    upstreams.add_argument("--deepgram-listen-url", help="Deepgram Listen URL (env DEEPGRAM_LISTEN_URL)")
+    upstreams.add_argument(
+        "--deepgram-auth",
+        help="how the Deepgram key is sent: 'header' (Authorization: Token, default) or 'subprotocol' "
+        "(env DEEPGRAM_AUTH)",
+    )
+
+    clients = p.add_argument_group(
+        "clients & auth", "secrets come from files or the environment, never from the command line"
+    )
+    clients.add_argument(
+        "--allowed-origin",
+        action="append",
+        help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
+    )
+    clients.add_argument(
+        "--trusted-proxies",
+        help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
+    )
+    clients.add_argument(
+        "--client-tokens-file",
+        help="file of static client tokens, one a line (env PROXY_CLIENT_TOKENS_FILE, or PROXY_CLIENT_TOKENS)",
+    )
+    clients.add_argument(
+        "--jwt-secrets-file",
+        help="file of HS256 secrets for signed client tokens, one a line, any verifies"
+        " (env PROXY_JWT_SECRETS_FILE, or PROXY_JWT_SECRETS)",
+    )
+    clients.add_argument(
+        "--jwt-public-key-file",
+        help="PEM public key (RSA: RS256, EC P-256: ES256) for signed client tokens (env PROXY_JWT_PUBLIC_KEY_FILE)",
+    )
+    clients.add_argument("--jwt-audience", help="required 'aud' of signed client tokens (env PROXY_JWT_AUDIENCE)")
+    clients.add_argument("--jwt-issuer", help="required 'iss' of signed client tokens (env PROXY_JWT_ISSUER)")
+    clients.add_argument(
+        "--jwt-leeway-s",
+        help="clock skew allowed on 'exp' and 'nbf' in seconds, 0 to 300 (env PROXY_JWT_LEEWAY_S, default 30)",
+    )
+
+    limits = p.add_argument_group("limits", "every limit also has its variable (shown in brackets)")
+    for name, (flag, variable, _parse) in config_module.LIMIT_SETTINGS.items():
+        limits.add_argument(flag, metavar="N", help=f"{_LIMIT_HELP.get(name, name)} [env {variable}]")
+
+    compat = p.add_argument_group("compatibility", "options of the reference backend, same meaning")
+    compat.add_argument(
         "--client-json-passthrough",
         action="store_true",
         default=None,
         help="forward unknown client JSON to OpenAI as is (env OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH=1; debugging)",
     )
-    p.add_argument(
+    compat.add_argument(
         "--deferred-response-create-timeout-ms",
-        type=float,
         help="watchdog for response.create after a tool result (env OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS,"
         " default 20000)",
     )
-    p.add_argument(
+    compat.add_argument(
         "--deepgram-synthetic-audio-done",
         action="store_true",
         default=None,
-        help="send the reference's one-shot synthetic AgentAudioDone on /deepgram-proxy (off by default)",
-    )
-    p.add_argument(
-        "--deepgram-auth",
-        choices=("header", "subprotocol"),
-        help="how the Deepgram key is sent: 'Authorization: Token' header (default) or the 'token' subprotocol",
-    )
-    p.add_argument("--max-sessions", type=int, help="concurrent WebSocket sessions (default 1000)")
-    p.add_argument(
-        "--max-connections", type=int, help="open client connections, sessions included (env PROXY_MAX_CONNECTIONS)"
-    )
-    p.add_argument(
-        "--max-pending-handshakes",
-        type=int,
-        help="connections still sending their request head; more are refused (env PROXY_MAX_PENDING_HANDSHAKES)",
-    )
-    p.add_argument(
-        "--max-connections-per-ip",
-        type=int,
-        help="connections from one client address (env PROXY_MAX_CONNECTIONS_PER_IP)",
-    )
-    p.add_argument(
-        "--handshake-timeout",
-        type=float,
-        help="seconds from accept to a complete request head and its answer (env PROXY_HANDSHAKE_TIMEOUT, default 10)",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=float,
-        help="seconds sessions may go on after SIGTERM before they get 1001 (env PROXY_DRAIN_TIMEOUT_S, default 20)",
-    )
-    p.add_argument(
-        "--trusted-proxies",
-        help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
-    )
-    p.add_argument(
-        "--max-fragments-per-message",
-        help="frames in one WebSocket message, empty ones included; more: close 1008 "
-        "(env PROXY_MAX_FRAGMENTS_PER_MESSAGE, default 128)",
-    )
-    p.add_argument(
-        "--max-control-frames-per-s",
-        help="pings and pongs a peer may send per second; more: close 1008 "
-        "(env PROXY_MAX_CONTROL_FRAMES_PER_S, default 20)",
-    )
-    p.add_argument(
-        "--allowed-origin",
-        action="append",
-        help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
-    )
-    # Client credentials come from files (or the environment), never from the command line: ps shows it to all.
-    p.add_argument(
-        "--client-tokens-file",
-        help="file of static client tokens, one a line (env PROXY_CLIENT_TOKENS_FILE, or PROXY_CLIENT_TOKENS)",
-    )
-    p.add_argument(
-        "--jwt-secrets-file",
-        help="file of HS256 secrets for signed client tokens, one a line, any verifies"
-        " (env PROXY_JWT_SECRETS_FILE, or PROXY_JWT_SECRETS)",
-    )
-    p.add_argument(
-        "--jwt-public-key-file",
-        help="PEM public key (RSA: RS256, EC P-256: ES256) for signed client tokens (env PROXY_JWT_PUBLIC_KEY_FILE)",
-    )
-    p.add_argument("--jwt-audience", help="required 'aud' of signed client tokens (env PROXY_JWT_AUDIENCE)")
-    p.add_argument("--jwt-issuer", help="required 'iss' of signed client tokens (env PROXY_JWT_ISSUER)")
-    p.add_argument(
-        "--jwt-leeway-s",
-        type=float,
-        help="clock skew allowed on 'exp' and 'nbf' in seconds (env PROXY_JWT_LEEWAY_S, default 30)",
+        help="send the reference's one-shot synthetic AgentAudioDone on /deepgram-proxy"
+        " (env DEEPGRAM_SYNTHETIC_AUDIO_DONE=1; off by default)",
     )
     return p
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def _text(args: argparse.Namespace, flag: str, parse: Callable[[str, str], Any]) -> Any:
+    """A flag's text parsed by the same rule as its variable (None when the flag is not given)."""
+    value = getattr(args, flag[2:].replace("-", "_"))
+    return None if value is None else parse(str(value), flag)
+
+
+def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration from ``env`` (default: the process environment) and the flags, which win; every value
+    is checked here, so a mistake is one ConfigError naming the flag or variable."""
     overrides: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": args.log_level.upper() if args.log_level else None,
+        "host": _text(args, "--host", config_module.host),
+        "port": _text(args, "--port", config_module.port),
+        "log_level": _text(args, "--log-level", config_module.log_level),
+        "log_format": _text(args, "--log-format", config_module.log_format),
         "openai_url": args.openai_url,
         "deepgram_agent_url": args.deepgram_agent_url,
         "deepgram_listen_url": args.deepgram_listen_url,
         "client_json_passthrough": args.client_json_passthrough,
         "deepgram_synthetic_audio_done": args.deepgram_synthetic_audio_done,
-        "deepgram_auth": args.deepgram_auth,
+        "deepgram_auth": _text(args, "--deepgram-auth", config_module.deepgram_auth),
         "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
         "client_tokens_file": args.client_tokens_file,
         "jwt_secrets_file": args.jwt_secrets_file,
         "jwt_public_key_file": args.jwt_public_key_file,
         "jwt_audience": args.jwt_audience,
         "jwt_issuer": args.jwt_issuer,
-        "jwt_leeway_s": args.jwt_leeway_s,
+        "jwt_leeway_s": _text(args, "--jwt-leeway-s", config_module.seconds),
+        "deferred_response_create_timeout_s": _text(
+            args, "--deferred-response-create-timeout-ms", config_module.seconds_from_ms
+        ),
+        "trusted_proxies": _text(args, "--trusted-proxies", config_module.networks),
     }
-    if args.deferred_response_create_timeout_ms is not None:
-        if args.deferred_response_create_timeout_ms < 0:
-            raise ConfigError("--deferred-response-create-timeout-ms must not be negative")
-        overrides["deferred_response_create_timeout_s"] = args.deferred_response_create_timeout_ms / 1000
-    if args.trusted_proxies is not None:
-        overrides["trusted_proxies"] = config_module.networks(args.trusted_proxies, "--trusted-proxies")
-    config = config_module.from_env(**overrides)
-    if args.max_sessions is not None:
-        if args.max_sessions < 1:
-            raise ConfigError("--max-sessions must be at least 1")
-        config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_sessions=args.max_sessions))
-    return _limits(config, args)
-
-
-def _limits(config: Config, args: argparse.Namespace) -> Config:
-    """The limits given by flags (they win over the environment), checked together."""
-    changes: dict[str, float] = {}
+    limits = {}
     for name, (flag, _variable, parse) in config_module.LIMIT_SETTINGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
+        value = _text(args, flag, parse)
         if value is not None:
-            changes[name] = parse(str(value), flag)
-    limits = dataclasses.replace(config.limits, **changes)  # type: ignore[arg-type]
-    if limits.max_connections <= limits.max_sessions:
-        raise ConfigError("max connections must be above max sessions (every session is a connection)")
-    return dataclasses.replace(config, limits=limits)
+            limits[name] = value
+    return config_module.from_env(env, limits=limits, **overrides)
 
 
-def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    """Log to stderr; every record is redacted (``secrets`` and token-shaped text) before any handler sees it."""
-    redactor = redact.Redactor(secrets)
-    redact.install_log_redaction(redactor)
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(existing, redact.RedactingFilter) for existing in handler.filters):
-            handler.addFilter(redact.RedactingFilter(redactor))
+def setup_logging(level: str, secrets: Iterable[str] = (), log_format: str = "text") -> None:
+    """Log to stderr in ``log_format``; every record is redacted (``secrets`` and token-shaped text) before any
+    handler sees it (see proxy/logs.py)."""
+    logs.configure(level, log_format, secrets)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The ``voice-agent-proxy`` console script and ``python -m proxy``: the exit status (2: bad configuration)."""
+    argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "simulate":
         from .sim.server import main as simulate
 
@@ -204,7 +219,8 @@ def main(argv: list[str]) -> int:
         from .chat import main as chat
 
         return chat(argv[1:])
-    if argv and argv[0] == "serve":
+    show = bool(argv) and argv[0] == "config"
+    if argv and argv[0] in ("serve", "config"):
         argv = argv[1:]
     args = _parser().parse_args(argv)
     try:
@@ -212,6 +228,11 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if show:
+        from .config_report import render
+
+        sys.stdout.write(render(config, args, os.environ))
+        return 0
     sim_options = None
     if config.uses_simulator():
         from .sim.server import SimOptions
@@ -221,7 +242,7 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"configuration error: simulator: {exc}", file=sys.stderr)
             return 2
-    setup_logging(config.log_level, redact.config_secrets(config))
+    setup_logging(config.log_level, redact.config_secrets(config), config.log_format)
     failed: OSError | None = None
     try:
         trio.run(serve, config, sim_options)

@@ -113,6 +113,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "INFO"
+    #: "text" (one human-readable line per record) or "json" (one object per line; see proxy/logs.py).
+    log_format: str = "text"
     openai: Upstream = field(default_factory=lambda: Upstream(OPENAI_DEFAULT_URL, None, UpstreamSource.SIMULATOR))
     deepgram_agent: Upstream = field(
         default_factory=lambda: Upstream(DEEPGRAM_AGENT_DEFAULT_URL, None, UpstreamSource.SIMULATOR)
@@ -169,8 +171,54 @@ class Config:
         return replace(self, **updates)  # type: ignore[arg-type]
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+#: Logging levels by name (WARN is accepted for WARNING).
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: tuple[str, ...] = ("text", "json")
+DEEPGRAM_AUTH_MODES: tuple[str, ...] = ("header", "subprotocol")
+
+
+def switch(value: str | None, name: str) -> bool:
+    """An on/off variable: 1/true/yes/on or 0/false/no/off (any case; unset or blank is off); anything else is an
+    error rather than a silent "off"."""
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1, true, yes, on, 0, false, no or off, got {value!r}")
+
+
+def log_level(value: str, name: str) -> str:
+    level = value.strip().upper()
+    level = "WARNING" if level == "WARN" else level
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    """A parser for one of ``options`` (exact, after trimming and lower-casing)."""
+
+    def parse(value: str, name: str) -> str:
+        text = value.strip().lower()
+        if text not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return parse
+
+
+log_format = choice(LOG_FORMATS)
+deepgram_auth = choice(DEEPGRAM_AUTH_MODES)
+
+
+def host(value: str, name: str) -> str:
+    text = value.strip()
+    if not text or any(ch.isspace() for ch in text) or len(text) > 255:
+        raise ConfigError(f"{name} must be an address or host name, got {value!r}")
+    return text
 
 
 def _key(env: Mapping[str, str], name: str) -> str | None:
@@ -197,7 +245,7 @@ def _list(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
 
-def _port(value: str, name: str) -> int:
+def port(value: str, name: str) -> int:
     try:
         port = int(value)
     except ValueError:
@@ -207,7 +255,7 @@ def _port(value: str, name: str) -> int:
     return port
 
 
-def _seconds_from_ms(value: str, name: str) -> float:
+def seconds_from_ms(value: str, name: str) -> float:
     try:
         ms = float(value)
     except ValueError:
@@ -294,7 +342,8 @@ def _client_auth(env: Mapping[str, str], overrides: Mapping[str, object]) -> dic
     if (audience or issuer) and not secrets and public_key is None:
         raise ConfigError("a JWT audience or issuer is set but no JWT secret or public key is configured")
     leeway = overrides.get("jwt_leeway_s")
-    leeway_s = float(leeway) if isinstance(leeway, int | float) else _leeway(env.get("PROXY_JWT_LEEWAY_S"))
+    leeway_text = env.get("PROXY_JWT_LEEWAY_S")
+    leeway_s = float(leeway) if isinstance(leeway, int | float) else _leeway(leeway_text)
     if not math.isfinite(leeway_s) or not 0 <= leeway_s <= 300:
         raise ConfigError("the JWT leeway must be between 0 and 300 seconds")
     return {
@@ -362,43 +411,68 @@ def parse_rate(value: str, name: str) -> float:
 
 
 #: Limits an operator sets by flag or variable (flags win): Limits field -> (flag, variable, parser of the text).
+#: The command line makes one flag of each entry (proxy/cli.py), so a limit added here is settable both ways.
 LIMIT_SETTINGS: dict[str, tuple[str, str, Callable[[str, str], float]]] = {
+    "max_sessions": ("--max-sessions", "PROXY_MAX_SESSIONS", positive_int),
     "max_connections": ("--max-connections", "PROXY_MAX_CONNECTIONS", positive_int),
     "max_pending_handshakes": ("--max-pending-handshakes", "PROXY_MAX_PENDING_HANDSHAKES", positive_int),
     "max_connections_per_ip": ("--max-connections-per-ip", "PROXY_MAX_CONNECTIONS_PER_IP", positive_int),
     "handshake_timeout_s": ("--handshake-timeout", "PROXY_HANDSHAKE_TIMEOUT", positive_seconds),
     "drain_timeout_s": ("--drain-timeout", "PROXY_DRAIN_TIMEOUT_S", seconds),
+    "shutdown_grace_s": ("--shutdown-grace", "PROXY_SHUTDOWN_GRACE_S", seconds),
     "max_fragments_per_message": ("--max-fragments-per-message", "PROXY_MAX_FRAGMENTS_PER_MESSAGE", positive_int),
     "max_control_frames_per_s": ("--max-control-frames-per-s", "PROXY_MAX_CONTROL_FRAMES_PER_S", parse_rate),
+    "client_max_message_bytes": ("--client-max-message-bytes", "PROXY_CLIENT_MAX_MESSAGE_BYTES", positive_int),
+    "upstream_max_message_bytes": ("--upstream-max-message-bytes", "PROXY_UPSTREAM_MAX_MESSAGE_BYTES", positive_int),
+    "outbox_high_water_frames": ("--outbox-high-water-frames", "PROXY_OUTBOX_HIGH_WATER_FRAMES", positive_int),
+    "outbox_high_water_bytes": ("--outbox-high-water-bytes", "PROXY_OUTBOX_HIGH_WATER_BYTES", positive_int),
+    "upstream_connect_timeout_s": (
+        "--upstream-connect-timeout",
+        "PROXY_UPSTREAM_CONNECT_TIMEOUT_S",
+        positive_seconds,
+    ),
+    "send_timeout_s": ("--send-timeout", "PROXY_SEND_TIMEOUT_S", positive_seconds),
+    "close_timeout_s": ("--close-timeout", "PROXY_CLOSE_TIMEOUT_S", positive_seconds),
+    "ping_interval_s": ("--ping-interval", "PROXY_PING_INTERVAL_S", positive_seconds),
+    "ping_timeout_s": ("--ping-timeout", "PROXY_PING_TIMEOUT_S", positive_seconds),
 }
 
 
-def _limits_from_env(env: Mapping[str, str]) -> Limits:
-    changes = {}
+def _limits_from_env(env: Mapping[str, str], overrides: Mapping[str, float]) -> Limits:
+    changes = dict(overrides)
     for name, (_flag, variable, parse) in LIMIT_SETTINGS.items():
-        if text := env.get(variable, "").strip():
+        if name not in changes and (text := env.get(variable, "").strip()):
             changes[name] = parse(text, variable)
     return replace(Limits(), **changes)  # type: ignore[arg-type]
 
 
-def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
-    """Build a Config from the environment, then apply ``overrides`` (already-parsed flag values; None = unset)."""
+def from_env(
+    env: Mapping[str, str] | None = None, *, limits: Mapping[str, float] | None = None, **overrides: object
+) -> Config:
+    """Build a Config from the environment, then apply ``overrides`` (already-parsed flag values; None = unset) and
+    ``limits`` (already-parsed flag values of LIMIT_SETTINGS, by Limits field)."""
     env = os.environ if env is None else env
     port_text = env.get("PROXY_PORT") or env.get("OPENAI_PROXY_PORT") or "8080"
     values: dict[str, object] = {
-        "host": env.get("PROXY_HOST") or "127.0.0.1",
-        "port": _port(port_text, "PROXY_PORT"),
-        "log_level": (env.get("LOG_LEVEL") or "INFO").upper(),
-        "client_json_passthrough": _truthy(env.get("OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH")),
-        "deepgram_synthetic_audio_done": _truthy(env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE")),
+        "host": host(env["PROXY_HOST"], "PROXY_HOST") if env.get("PROXY_HOST") else "127.0.0.1",
+        "port": port(port_text, "PROXY_PORT" if env.get("PROXY_PORT") else "OPENAI_PROXY_PORT"),
+        "log_level": log_level(env.get("LOG_LEVEL") or "INFO", "LOG_LEVEL"),
+        "log_format": log_format(env.get("LOG_FORMAT") or "text", "LOG_FORMAT"),
+        "deepgram_auth": deepgram_auth(env.get("DEEPGRAM_AUTH") or "header", "DEEPGRAM_AUTH"),
+        "client_json_passthrough": switch(
+            env.get("OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH"), "OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH"
+        ),
+        "deepgram_synthetic_audio_done": switch(
+            env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE"), "DEEPGRAM_SYNTHETIC_AUDIO_DONE"
+        ),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
     }
-    values["limits"] = _limits_from_env(env)
+    values["limits"] = _limits_from_env(env, limits or {})
     values.update(_client_auth(env, overrides))
     timeout = env.get("OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS")
     if timeout:
-        values["deferred_response_create_timeout_s"] = _seconds_from_ms(
+        values["deferred_response_create_timeout_s"] = seconds_from_ms(
             timeout, "OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS"
         )
     urls = {
@@ -424,6 +498,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         urls["deepgram_listen_url"], keys["deepgram_key"], DEEPGRAM_LISTEN_DEFAULT_URL, "DEEPGRAM_LISTEN_URL"
     )
     config = Config(**values)  # type: ignore[arg-type]
-    if config.deepgram_auth not in ("header", "subprotocol"):
+    if config.deepgram_auth not in DEEPGRAM_AUTH_MODES:
         raise ConfigError("deepgram auth must be 'header' or 'subprotocol'")
+    if config.limits.max_connections <= config.limits.max_sessions:
+        raise ConfigError("max connections must be above max sessions (every session is a connection)")
     return config

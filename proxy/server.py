@@ -27,13 +27,13 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl
 
 import trio
 
+from . import logs, redact
 from .admission import Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
@@ -50,7 +50,6 @@ __all__ = ["Metrics", "ProxyServer", "default_routes", "receive_request_head"]
 
 log = logging.getLogger("proxy.server")
 
-_TRACE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 #: Sent on every 101 as on every HTTP answer (the reference set them on HTTP answers only).
 _UPGRADE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"X-Content-Type-Options", b"nosniff"),
@@ -106,6 +105,7 @@ class ProxyServer:
         #: Set when a drain starts or moves, or a session ends; replaced by each wait.
         self._changed = trio.Event()
         self._throttle = LogThrottle(LOG_INTERVAL_S)
+        self._redactor = redact.for_config(config)
 
     @property
     def session_count(self) -> int:
@@ -258,42 +258,57 @@ class ProxyServer:
         if not upgrade:
             await self._answer_http(stream, request.method, path, deadline)
             return
+        # The trace id is known before any refusal, so a refused client can quote it too (proxy/logs.py).
+        trace_id = logs.trace_id_from(
+            request.headers, [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "traceId"]
+        )
+        if trace_id is None or self._redactor(trace_id) != trace_id:  # never echo or log a credential
+            trace_id = logs.new_trace_id()
+        trace_header = ((logs.TRACE_HEADER, trace_id.encode()),)
         route = self.routes.get(path)
         if route is None:
-            await self._refuse(stream, 404, "Not Found", "unknown_path", deadline)
+            await self._refuse(stream, 404, "Not Found", "unknown_path", deadline, trace_header)
             return
         connection_id = f"c{next(self._ids)}"
+        forwarded = [value for name, value in request.headers if name == b"x-forwarded-for"]
+        client = self.admission.client_address(ticket.peer, forwarded)
+        # Every record from here on, in this task and the session's tasks, carries the session's fields.
+        logs.bind_session(connection_id, route[0], client, trace_id)
         upgrade_request = parse_upgrade(request)
         if isinstance(upgrade_request, Refusal):
             self.metrics.count_rejected("handshake")
             await _send(
                 stream,
-                encode_answer(upgrade_request.status, upgrade_request.message.encode(), extra=upgrade_request.headers),
+                encode_answer(
+                    upgrade_request.status,
+                    upgrade_request.message.encode(),
+                    extra=(*upgrade_request.headers, *trace_header),
+                ),
                 deadline,
             )
             return
         # Who the client is comes before any word about capacity.
         admitted = self._check_client(route[0], query, upgrade_request, connection_id)
         if isinstance(admitted, Refused):
-            await self._refuse(stream, admitted.status, admitted.message, admitted.metric_reason, deadline)
+            await self._refuse(
+                stream, admitted.status, admitted.message, admitted.metric_reason, deadline, trace_header
+            )
             return
         if self._draining:
-            await self._refuse(stream, 503, "Server shutting down", "draining", deadline)
+            await self._refuse(stream, 503, "Server shutting down", "draining", deadline, trace_header)
             return
-        forwarded = [value for name, value in request.headers if name == b"x-forwarded-for"]
-        client = self.admission.client_address(ticket.peer, forwarded)
         if not self.admission.claim(ticket, client):
             self._warn("max_connections_per_ip", "refusing upgrades over max_connections_per_ip (last from %s)", client)
-            await self._refuse(stream, 503, "Too many connections", "max_connections_per_ip", deadline)
+            await self._refuse(stream, 503, "Too many connections", "max_connections_per_ip", deadline, trace_header)
             return
         if len(self._sessions) >= self.config.limits.max_sessions:
-            await self._refuse(stream, 503, "Too many sessions", "capacity", deadline)
+            await self._refuse(stream, 503, "Too many sessions", "capacity", deadline, trace_header)
             return
         # An upgrade under way counts for the drain like a session: its 101 may already be on the way.
         self._upgrading += 1
         try:
             opened = await self._open_session(
-                stream, head.buffered, route, upgrade_request, admitted, path, query, connection_id, deadline
+                stream, head.buffered, route, upgrade_request, admitted, path, query, connection_id, trace_id, deadline
             )
         finally:
             self._upgrading -= 1
@@ -321,13 +336,12 @@ class ProxyServer:
         path: str,
         query: str,
         connection_id: str,
+        trace_id: str,
         deadline: float,
     ) -> tuple[Session, SocketTransport, str] | None:
         """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
-        trace = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "traceId"]
-        trace_id = trace[0].strip() if trace and _TRACE_ID.fullmatch(trace[0].strip()) else connection_id
         route_request = RouteRequest(
             path=path,
             query=query,
@@ -343,11 +357,14 @@ class ProxyServer:
             log.exception("%s: internal error while setting up %s", connection_id, route_name)
             decision = Reject(500, "Internal Server Error")
         if isinstance(decision, Reject):
-            await self._refuse(stream, decision.status, decision.message, "policy", deadline)
+            await self._refuse(
+                stream, decision.status, decision.message, "policy", deadline, ((logs.TRACE_HEADER, trace_id.encode()),)
+            )
             return None
         # A browser that offered ["token", <jwt>] fails the connection unless one offered entry is echoed.
         subprotocol = decision.subprotocol if decision.subprotocol is not None else admitted.echo
-        if not await _send(stream, accept_response(upgrade.key, subprotocol, _UPGRADE_HEADERS), deadline):
+        headers = (*_UPGRADE_HEADERS, (logs.TRACE_HEADER, trace_id.encode()))
+        if not await _send(stream, accept_response(upgrade.key, subprotocol, headers), deadline):
             self.metrics.count_rejected("handshake_timeout")
             return None
         transport = SocketTransport.take_over(stream)
@@ -401,9 +418,17 @@ class ProxyServer:
     def _count(counter: dict[str, int], key: str) -> None:
         counter[key] = counter.get(key, 0) + 1
 
-    async def _refuse(self, stream: trio.SocketStream, status: int, message: str, reason: str, deadline: float) -> None:
+    async def _refuse(
+        self,
+        stream: trio.SocketStream,
+        status: int,
+        message: str,
+        reason: str,
+        deadline: float,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self.metrics.count_rejected(reason)
-        extra = _RETRY_AFTER if status == 503 else ()
+        extra = (*headers, *_RETRY_AFTER) if status == 503 else tuple(headers)
         await _send(stream, encode_answer(status, message.encode(), extra=extra), deadline)
 
     async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str, deadline: float) -> None:

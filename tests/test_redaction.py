@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from proxy import redact
+from proxy import logs, redact
 from proxy.cli import setup_logging
 from proxy.config import Config, Limits, Upstream, UpstreamSource
 from proxy.deepgram.route import deepgram_route
@@ -166,6 +166,7 @@ def test_setup_logging_installs_the_redaction_for_the_configured_secrets(caplog:
         assert all(any(isinstance(f, RedactingFilter) for f in h.filters) for h in root.handlers)
     finally:
         redact.uninstall_log_redaction()
+        logs.unconfigure()
         for handler, filters in before.items():
             handler.filters[:] = filters
     assert caplog.records[-1].getMessage() == f"echo {MASK}"

@@ -433,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m proxy simulate [...]``: serve until interrupted; prints ``simulating on ws://HOST:PORT``."""
+    """``python -m proxy simulate [...]``: serve until interrupted; prints ``listening on ws://HOST:PORT``."""
     args = _parser().parse_args(argv)
     try:
         options = SimOptions(
@@ -451,7 +451,7 @@ def main(argv: list[str]) -> int:
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_simulators, args.host, args.port, options)
-            print(f"simulating on ws://{args.host}:{port}", flush=True)
+            print(f"listening on ws://{args.host}:{port}", flush=True)
 
     failed: list[OSError] = []
     try:

@@ -47,7 +47,7 @@ async def test_simulate_and_chat_processes_talk() -> None:
                 line = b""
                 while not line.endswith(b"\n"):
                     line += await process.stdout.receive_some(1)
-            assert line.startswith(b"simulating on ws://127.0.0.1:")
+            assert line.startswith(b"listening on ws://127.0.0.1:")
             url = line.split()[-1].decode() + "/v1/agent/converse"
             with trio.fail_after(20):
                 result = await trio.run_process(
