@@ -294,11 +294,11 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
 
                 sim_port = await nursery.start(serve_simulators, "127.0.0.1", 0, sim_options or SimOptions())
                 config = config.with_simulator_port("127.0.0.1", sim_port)
-                print(
+                # A log record, not a bare print, so a JSON log stays one object per line.
+                log.warning(
                     "NOTE: routes without an API key or URL are served by the embedded simulators "
-                    f"on ws://127.0.0.1:{sim_port} (no real model is called)",
-                    file=sys.stderr,
-                    flush=True,
+                    "on ws://127.0.0.1:%d (no real model is called)",
+                    sim_port,
                 )
             _announce_upstreams(config)
             server = ProxyServer(config)

@@ -435,6 +435,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """``python -m proxy simulate [...]``: serve until interrupted; prints ``listening on ws://HOST:PORT``."""
     args = _parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print("configuration error: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
     try:
         options = SimOptions(
             speed=args.speed,
