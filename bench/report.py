@@ -30,7 +30,7 @@ class Latency:
         if data.size == 0:
             return cls(0, math.nan, math.nan, math.nan, math.nan)
         p50, p90, p99 = np.percentile(data, [50, 90, 99])
-        return cls(int(data.size), float(p50), float(p90), float(p99), float(data.max()))
+        return cls(int(data.size), float(p50), float(p90), float(p99), float(np.max(data)))
 
 
 @dataclass

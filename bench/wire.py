@@ -86,7 +86,7 @@ def constant_value(data: bytes) -> int | None:
     if data[mid : mid + 2] == data[last : last + 2]:
         return int.from_bytes(data[mid : mid + 2], "little", signed=True)
     values, counts = np.unique(np.frombuffer(data[: n * 2], dtype="<i2"), return_counts=True)
-    return int(values[int(counts.argmax())])
+    return int(values[int(np.argmax(counts))])
 
 
 # ---------------------------------------------------------------------------------------------------------------
