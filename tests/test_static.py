@@ -19,6 +19,9 @@ SANS_IO = [
     "proxy/auth.py",
     "proxy/redact.py",
     "proxy/ratelimit.py",
+    "proxy/logs.py",
+    "proxy/config.py",
+    "proxy/config_report.py",
 ]
 
 
