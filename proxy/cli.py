@@ -49,7 +49,7 @@ _LIMIT_HELP: dict[str, str] = {
     "upstream_connect_timeout_s": "seconds for the upstream connect, TLS and handshake (default 10)",
     "send_timeout_s": "seconds a send may stay stuck before the session ends (default 30)",
     "close_timeout_s": "seconds for a WebSocket close handshake (default 2)",
-    "ping_interval_s": "seconds between WebSocket pings on both legs (default 20)",
+    "ping_interval_s": "seconds between WebSocket pings on both legs; 0: none (default 20)",
     "ping_timeout_s": "seconds a ping may wait for an answer (default 20)",
 }
 

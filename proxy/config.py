@@ -342,8 +342,7 @@ def _client_auth(env: Mapping[str, str], overrides: Mapping[str, object]) -> dic
     if (audience or issuer) and not secrets and public_key is None:
         raise ConfigError("a JWT audience or issuer is set but no JWT secret or public key is configured")
     leeway = overrides.get("jwt_leeway_s")
-    leeway_text = env.get("PROXY_JWT_LEEWAY_S")
-    leeway_s = float(leeway) if isinstance(leeway, int | float) else _leeway(leeway_text)
+    leeway_s = float(leeway) if isinstance(leeway, int | float) else _leeway(env.get("PROXY_JWT_LEEWAY_S"))
     if not math.isfinite(leeway_s) or not 0 <= leeway_s <= 300:
         raise ConfigError("the JWT leeway must be between 0 and 300 seconds")
     return {
@@ -433,7 +432,7 @@ LIMIT_SETTINGS: dict[str, tuple[str, str, Callable[[str, str], float]]] = {
     ),
     "send_timeout_s": ("--send-timeout", "PROXY_SEND_TIMEOUT_S", positive_seconds),
     "close_timeout_s": ("--close-timeout", "PROXY_CLOSE_TIMEOUT_S", positive_seconds),
-    "ping_interval_s": ("--ping-interval", "PROXY_PING_INTERVAL_S", positive_seconds),
+    "ping_interval_s": ("--ping-interval", "PROXY_PING_INTERVAL_S", seconds),  # 0: no pings
     "ping_timeout_s": ("--ping-timeout", "PROXY_PING_TIMEOUT_S", positive_seconds),
 }
 
