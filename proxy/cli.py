@@ -80,26 +80,34 @@ def _parser() -> argparse.ArgumentParser:
         ),
         epilog="Every flag has an environment variable (flags win); docs/configuration.md lists them all.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--version", action="version", version=f"{DISTRIBUTION} {version()}")
     listening = p.add_argument_group("listening")
-    listening.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")
-    listening.add_argument("--port", help="listen port; 0 picks a free one (env PROXY_PORT, default 8080)")
+    listening.add_argument("--host", metavar="HOST", help="listen address (env PROXY_HOST, default 127.0.0.1)")
+    listening.add_argument(
+        "--port", metavar="PORT", help="listen port; 0 picks a free one (env PROXY_PORT, default 8080)"
+    )
 
     logging_group = p.add_argument_group("logging")
     logging_group.add_argument(
-        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (env LOG_LEVEL, default INFO)"
+        "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (env LOG_LEVEL, default INFO)"
     )
     logging_group.add_argument(
         "--log-format",
+        metavar="text|json",
         help="text (one readable line per record) or json (one object per line) (env LOG_FORMAT, default text)",
     )
 
     upstreams = p.add_argument_group("upstreams", "API keys are read from OPENAI_API_KEY and DEEPGRAM_API_KEY only")
-    upstreams.add_argument("--openai-url", help="OpenAI Realtime WebSocket URL (env OPENAI_REALTIME_URL)")
-    upstreams.add_argument("--deepgram-agent-url", help="Deepgram Voice Agent URL (env DEEPGRAM_AGENT_URL)")
-    upstreams.add_argument("--deepgram-listen-url", help="Deepgram Listen URL (env DEEPGRAM_LISTEN_URL)")
+    upstreams.add_argument(
+        "--openai-url", metavar="URL", help="OpenAI Realtime WebSocket URL (env OPENAI_REALTIME_URL)"
+    )
+    upstreams.add_argument(
+        "--deepgram-agent-url", metavar="URL", help="Deepgram Voice Agent URL (env DEEPGRAM_AGENT_URL)"
+    )
+    upstreams.add_argument("--deepgram-listen-url", metavar="URL", help="Deepgram Listen URL (env DEEPGRAM_LISTEN_URL)")
     upstreams.add_argument(
         "--deepgram-auth",
+        metavar="header|subprotocol",
         help="how the Deepgram key is sent: 'header' (Authorization: Token, default) or 'subprotocol' "
         "(env DEEPGRAM_AUTH)",
     )
@@ -110,35 +118,46 @@ def _parser() -> argparse.ArgumentParser:
     clients.add_argument(
         "--allowed-origin",
         action="append",
+        metavar="ORIGIN",
         help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
     )
     clients.add_argument(
         "--trusted-proxies",
+        metavar="CIDRS",
         help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
     )
     clients.add_argument(
         "--client-tokens-file",
+        metavar="FILE",
         help="file of static client tokens, one a line (env PROXY_CLIENT_TOKENS_FILE, or PROXY_CLIENT_TOKENS)",
     )
     clients.add_argument(
         "--jwt-secrets-file",
+        metavar="FILE",
         help="file of HS256 secrets for signed client tokens, one a line, any verifies"
         " (env PROXY_JWT_SECRETS_FILE, or PROXY_JWT_SECRETS)",
     )
     clients.add_argument(
         "--jwt-public-key-file",
+        metavar="FILE",
         help="PEM public key (RSA: RS256, EC P-256: ES256) for signed client tokens (env PROXY_JWT_PUBLIC_KEY_FILE)",
     )
-    clients.add_argument("--jwt-audience", help="required 'aud' of signed client tokens (env PROXY_JWT_AUDIENCE)")
-    clients.add_argument("--jwt-issuer", help="required 'iss' of signed client tokens (env PROXY_JWT_ISSUER)")
+    clients.add_argument(
+        "--jwt-audience", metavar="AUD", help="required 'aud' of signed client tokens (env PROXY_JWT_AUDIENCE)"
+    )
+    clients.add_argument(
+        "--jwt-issuer", metavar="ISS", help="required 'iss' of signed client tokens (env PROXY_JWT_ISSUER)"
+    )
     clients.add_argument(
         "--jwt-leeway-s",
+        metavar="SECONDS",
         help="clock skew allowed on 'exp' and 'nbf' in seconds, 0 to 300 (env PROXY_JWT_LEEWAY_S, default 30)",
     )
 
     limits = p.add_argument_group("limits", "every limit also has its variable (shown in brackets)")
-    for name, (flag, variable, _parse) in config_module.LIMIT_SETTINGS.items():
-        limits.add_argument(flag, metavar="N", help=f"{_LIMIT_HELP.get(name, name)} [env {variable}]")
+    for name, (flag, variable, parse) in config_module.LIMIT_SETTINGS.items():
+        metavar = "SECONDS" if parse in (config_module.seconds, config_module.positive_seconds) else "N"
+        limits.add_argument(flag, metavar=metavar, help=f"{_LIMIT_HELP.get(name, name)} [env {variable}]")
 
     compat = p.add_argument_group("compatibility", "options of the reference backend, same meaning")
     compat.add_argument(
@@ -149,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     compat.add_argument(
         "--deferred-response-create-timeout-ms",
+        metavar="MS",
         help="watchdog for response.create after a tool result (env OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS,"
         " default 20000)",
     )
