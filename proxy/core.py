@@ -11,6 +11,7 @@ shell.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -34,6 +35,20 @@ MAX_REASON_BYTES = 123
 # protocol error, invalid data, message too big, missing extension). proxy/ws sends them to the peer at fault; they
 # never cross the proxy, where they would blame the innocent peer on the other leg.
 _LEG_ONLY: frozenset[int] = frozenset({PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, 1010})
+
+
+#: The environment variable of the strict switch (see :func:`strict`).
+STRICT_VARIABLE = "PROXY_STRICT"
+
+
+def strict() -> bool:
+    """Whether a core's containment boundary re-raises (``PROXY_STRICT=1``) instead of answering an ``Error``.
+
+    In production a bug in one handler costs the client one ``Error`` and the session goes on (as the reference
+    behaves). The test suite turns this on so that the same bug fails the test that met it: an ``Error`` frame is
+    a legal outcome for many tests, a raised exception never is. Read when a handler fails, never on the hot path.
+    """
+    return os.environ.get(STRICT_VARIABLE, "") == "1"
 
 
 class Close(NamedTuple):

@@ -18,7 +18,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ..audio import Resampler16kTo24k
-from ..core import POLICY_VIOLATION, Close, FailureKind, Frame, UpstreamFailure, relay_close
+from ..core import POLICY_VIOLATION, Close, FailureKind, Frame, UpstreamFailure, relay_close, strict
 from ..protocol import component as cp
 from ..protocol import openai as oa
 from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
@@ -249,6 +249,8 @@ class Translator:
             else:
                 self._on_unknown_event(event)
         except Exception:
+            if strict():
+                raise
             # The reference answers any failure while handling an event with this Error; never fatal.
             self.log.exception("failed to handle upstream event %s", type(event).__name__)
             self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
@@ -340,6 +342,8 @@ class Translator:
         try:
             self._client_handlers[type(message)](message, frame)
         except Exception:
+            if strict():
+                raise
             # Never let one message take the connection (or the process) down, as the reference can.
             self.log.exception("failed to handle client %s", type(message).__name__)
             self._send_error(su.CLIENT_MESSAGE_FAILED_CODE, su.CLIENT_MESSAGE_FAILED_DESCRIPTION)
