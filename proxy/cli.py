@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds sessions may go on after SIGTERM before they get 1001 (env PROXY_DRAIN_TIMEOUT_S, default 20)",
     )
     p.add_argument(
+        "--max-session-duration",
+        help="seconds a session may last before the proxy ends it cleanly"
+        " (env PROXY_MAX_SESSION_DURATION_S, default 3540)",
+    )
+    p.add_argument(
         "--trusted-proxies",
         help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
     )

@@ -147,6 +147,13 @@ class UpstreamFailure:
         return Close(INTERNAL_ERROR, "Upstream unavailable")
 
 
+#: The component ``Error`` (code, description) for a session that reached the proxy's maximum duration: the
+#: component treats this code as an expected end. Only routes whose protocol has an ``Error`` message send it.
+SESSION_EXPIRED_ERROR: tuple[str, str] = ("session_max_duration", "The session reached the proxy's maximum duration.")
+#: How both legs close when the maximum duration is reached: (client close, upstream close).
+SESSION_EXPIRED_CLOSES: tuple[Close, Close] = (Close(NORMAL, "Maximum session duration"), Close(NORMAL))
+
+
 class SessionCore(Protocol):
     """What the Trio shell needs from a protocol core. All methods are synchronous and never block."""
 
@@ -179,6 +186,10 @@ class SessionCore(Protocol):
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         """The client closed (``code`` None: the connection dropped). Returns how to close the upstream."""
+
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        """The session reached its maximum duration (the shell keeps the time). Queues what the client's protocol
+        says about it and returns the closes for (client, upstream)."""
 
     def fatal(self) -> Close | None:
         """A close the core asks for on both legs (for example after a protocol violation), else None."""

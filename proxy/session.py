@@ -41,7 +41,6 @@ from .core import (
     client_fault,
     upstream_fault,
 )
-from .protocol import component
 from .transport import SocketTransport
 from .ws import ConnectionClosed, ConnectionRejected, HandshakeFailed, WebSocket, connect
 
@@ -494,17 +493,10 @@ class Session:
         if self._ending:
             return
         log.info("%s: maximum session duration reached", self._label)
-        self._to_client.extend(
-            [
-                component.encode(
-                    component.Error(
-                        description="The session reached the proxy's maximum duration.",
-                        code="session_max_duration",
-                    )
-                )
-            ]
-        )
-        self._end(Close(NORMAL, "Maximum session duration"), Close(NORMAL))
+        # What the client is told (an Error, or only the close where its protocol has no Error) is the core's word.
+        closes: list[tuple[Close, Close]] = []
+        self._feed(lambda now: closes.append(self._core.session_expired(now)))
+        self._end(*closes[0])
 
     async def _keepalive(self, ws: WebSocket, leg: str) -> None:
         """Ping ``leg`` every ``ping_interval_s``; end the session if the peer shows no life for ``ping_timeout_s``.

@@ -18,7 +18,17 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ..audio import Resampler16kTo24k
-from ..core import POLICY_VIOLATION, Close, FailureKind, Frame, UpstreamFailure, relay_close, strict
+from ..core import (
+    POLICY_VIOLATION,
+    SESSION_EXPIRED_CLOSES,
+    SESSION_EXPIRED_ERROR,
+    Close,
+    FailureKind,
+    Frame,
+    UpstreamFailure,
+    relay_close,
+    strict,
+)
 from ..protocol import component as cp
 from ..protocol import openai as oa
 from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
@@ -314,6 +324,14 @@ class Translator:
         self._clear_timers()
         self._report_suppressed()
         return relay_close(code, reason, self._redact)
+
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        self._now = now
+        self.log.info("maximum session duration reached")
+        self._clear_timers()
+        self._report_suppressed()
+        self._send_error(*SESSION_EXPIRED_ERROR)
+        return SESSION_EXPIRED_CLOSES
 
     def fatal(self) -> Close | None:
         return self._fatal
