@@ -99,6 +99,22 @@ def upstream_fault(code: int | None, by_peer: bool) -> UpstreamFailure | None:
     return UpstreamFailure(FailureKind.PROTOCOL, close_code=code)
 
 
+def upstream_ended(
+    core: SessionCore, code: int | None, reason: str | None, by_peer: bool, now: float
+) -> tuple[Close, UpstreamFailure | None]:
+    """Tell ``core`` how its open upstream leg ended, with the blame policy applied; returns the client's close and
+    the failure, if the upstream was cut off for breaking the protocol or a limit.
+
+    An upstream that sent a message over the size limit was closed by proxy/ws with 1009; that code, and the other
+    leg-only ones, is the upstream's fault: the core reports an upstream failure (an ``Error`` where the client's
+    protocol has one, then 1011), never a close that would blame the client. Any other end is relayed.
+    """
+    fault = upstream_fault(code, by_peer)
+    if fault is not None:
+        return core.upstream_failed(fault, now), fault
+    return core.upstream_closed(code, reason, now), None
+
+
 def client_fault(code: int | None, by_peer: bool) -> bool:
     """Whether the client leg closed because the client broke the protocol or a limit (proxy/ws closed it)."""
     return not by_peer and code in _LEG_ONLY
