@@ -35,6 +35,23 @@ from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from ..ratelimit import WarningLimiter
 from ..redact import SHAPES_ONLY, Redactor
 from . import session_update as su
+from .state import (
+    CONFIGURED,
+    FLOWING,
+    RESPONSE_TRANSITIONS,
+    SETUP_TRANSITIONS,
+    TOOL_RESULT_TRANSITIONS,
+    Response,
+    ResponseEvent,
+    Setup,
+    SetupEvent,
+    Snapshot,
+    ToolResult,
+    ToolResultEvent,
+    TranslatorMisuse,
+    Turn,
+    advance,
+)
 
 LOGGER_NAME: Final = "proxy.openai"
 
@@ -110,9 +127,8 @@ class Translator:
         self._client_gone = False
         self._preopen: deque[Frame] = deque()
         self._preopen_bytes = 0
-        # Session.
-        self._session_update_sent = False
-        self._ready = False
+        # Session (the machines are described in proxy/openai/state.py).
+        self._setup = Setup.WAITING
         self._greeting: str | None = None
         self._had_context = False
         self._server_vad = False
@@ -123,20 +139,14 @@ class Translator:
         # Microphone audio (manual-commit bookkeeping in 24 kHz bytes).
         self._resampler = Resampler16kTo24k()
         self._uncommitted = 0
-        self._first_commit_done = False
+        self._first_commit_done = False  # the first commit needs 1 s of audio, later ones 100 ms
         self._debounce_at: float | None = None
         self._coalesce_at: float | None = None
         # Responses.
-        self._active = False
-        self._deferred = False
+        self._response = Response.IDLE
+        self._tool_result = ToolResult.NONE
         self._watchdog_at: float | None = None
-        self._started_speaking = False
-        self._agent_done = False
-        self._audio_seen = False
-        self._text_emitted = False
-        self._last_text: str | None = None
-        self._text_parts: list[str] = []
-        self._text_chars = 0
+        self._turn = Turn()
         self._idle_error: str | None = None
         # Injected messages: ids awaiting acknowledgement, ids already counted (with their lifecycle stage).
         self._inject_seq = 0
@@ -207,6 +217,8 @@ class Translator:
     # SessionCore
 
     def upstream_opened(self, now: float) -> None:
+        if self._upstream_open:
+            raise TranslatorMisuse("upstream_opened called twice")
         self._now = now
         if self._upstream_gone or self._client_gone:
             return
@@ -310,7 +322,7 @@ class Translator:
         self._report_suppressed()
         if not self._client_gone:
             self._flush_idle_error()
-            if not self._ready:
+            if self._setup not in FLOWING:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
                 self._send_error(su.CLOSED_BEFORE_READY_CODE, su.closed_before_ready_description(code, reason))
         return relay_close(code, reason, self._redact)
@@ -335,6 +347,25 @@ class Translator:
 
     def fatal(self) -> Close | None:
         return self._fatal
+
+    def snapshot(self) -> Snapshot:
+        """The machines and counts now (see :func:`proxy.openai.state.illegal_combinations`)."""
+        return Snapshot(
+            upstream_open=self._upstream_open,
+            upstream_gone=self._upstream_gone,
+            client_gone=self._client_gone,
+            setup=self._setup,
+            response=self._response,
+            tool_result=self._tool_result,
+            preopen_frames=len(self._preopen),
+            held_messages=len(self._pending_messages),
+            held_audio=len(self._pending_audio),
+            uncommitted_bytes=self._uncommitted,
+            replies_owed=self._replies_owed,
+            debounce_at=self._debounce_at,
+            coalesce_at=self._coalesce_at,
+            watchdog_at=self._watchdog_at,
+        )
 
     # ===========================================================================================================
     # Client frames
@@ -399,11 +430,11 @@ class Translator:
             self.log.debug("client KeepAlive (ignored)")
 
     def _on_settings(self, message: cp.Settings, frame: str) -> None:
-        if self._session_update_sent:
+        if self._setup in CONFIGURED:
             self.log.info("duplicate Settings: answered SettingsApplied, not forwarded")
             self.to_client.append(cp.SETTINGS_APPLIED)
             return
-        if self._active or self._deferred:
+        if self._response is Response.ACTIVE or self._tool_result is ToolResult.AWAITING:
             # Reference behaviour, kept on purpose: acknowledge and drop (its greeting and context are lost).
             self._peer_warning(
                 "Settings arrived while a response is active or a tool result awaits one: "
@@ -412,7 +443,7 @@ class Translator:
             self.to_client.append(cp.SETTINGS_APPLIED)
             return
         update = su.session_update_event(message)
-        self._session_update_sent = True
+        self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SETTINGS_FORWARDED)
         self._server_vad = su.uses_server_vad(update.session)
         self._had_context = su.has_context(message)
         self._greeting = su.greeting(message)
@@ -422,14 +453,14 @@ class Translator:
         )
 
     def _on_inject_frame(self, message: cp.InjectUserMessage, frame: str) -> None:
-        if not self._ready:
+        if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._inject(message)
 
     def _on_function_call_response_frame(self, message: cp.FunctionCallResponse, frame: str) -> None:
         # Fix: gated on session readiness like everything else (the reference sends it at once).
-        if not self._ready:
+        if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._function_call_response(message)
@@ -460,7 +491,7 @@ class Translator:
     def _function_call_response(self, message: cp.FunctionCallResponse) -> None:
         item = su.function_call_output_item(message)
         self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=item)))
-        self._deferred = True
+        self._tool_result = advance(TOOL_RESULT_TRANSITIONS, self._tool_result, ToolResultEvent.OUTPUT_SENT)
         self._watchdog_at = self._now + self.options.deferred_response_create_timeout
         self.log.info("function_call_output sent for call %r; response.create deferred", item.get("call_id"))
         self.to_client.append(cp.AGENT_THINKING)
@@ -468,7 +499,7 @@ class Translator:
     # -- microphone audio ---------------------------------------------------------------------------------------
 
     def _on_audio(self, data: bytes) -> None:
-        if not self._ready:
+        if self._setup not in FLOWING:
             # Fix: bounded. Audio beyond the bound is dropped (counted, logged) rather than held without limit.
             if (
                 len(self._pending_audio) >= self.options.max_pending_frames
@@ -511,7 +542,7 @@ class Translator:
             self._coalesce_at is None
             and self._uncommitted > 0
             and self._uncommitted >= self._threshold()
-            and not self._active
+            and self._response is Response.IDLE
             and self._upstream_usable()
         ):
             self._coalesce_at = self._now + self.options.commit_max_coalesce
@@ -521,7 +552,7 @@ class Translator:
             self._server_vad
             or self._uncommitted <= 0
             or self._uncommitted < self._threshold()
-            or self._active
+            or self._response is Response.ACTIVE
             or not self._upstream_usable()
         ):
             return False
@@ -554,7 +585,7 @@ class Translator:
         self._schedule_commit()
 
     def _flush_commit_on_close(self) -> None:
-        if self._server_vad or self._uncommitted <= 0 or self._active:
+        if self._server_vad or self._uncommitted <= 0 or self._response is Response.ACTIVE:
             return
         self._debounce_at = self._coalesce_at = None
         if self._uncommitted < self._threshold():
@@ -565,13 +596,8 @@ class Translator:
     # Responses
 
     def _start_response(self) -> None:
-        self._active = True
-        self._started_speaking = False
-        self._agent_done = False
-        self._audio_seen = False
-        self._text_emitted = False
-        self._last_text = None
-        self._reset_text()
+        self._response = advance(RESPONSE_TRANSITIONS, self._response, ResponseEvent.START)
+        self._turn = Turn()
         # Each response that starts answers one acknowledged inject, whoever asked for it (a tool result's
         # follow-up or a VAD turn sees the injected message too).
         if self._replies_owed:
@@ -580,7 +606,7 @@ class Translator:
     def _end_response(self) -> None:
         # Fix: the started/done flags stay with the response that ended (the reference clears them here, which
         # sends a second AgentDone when output_text.done and response.done both end one response).
-        self._active = False
+        self._response = advance(RESPONSE_TRANSITIONS, self._response, ResponseEvent.END)
         self._rearm_commit_after_response()
 
     def _send_response_create(self) -> None:
@@ -589,9 +615,9 @@ class Translator:
 
     def _send_deferred_create(self) -> None:
         """The tool result's response.create, unless a response is still active (then it waits for its end)."""
-        if not self._deferred or self._active or not self._upstream_usable():
+        if self._tool_result is ToolResult.NONE or self._response is Response.ACTIVE or not self._upstream_usable():
             return
-        self._deferred = False
+        self._tool_result = advance(TOOL_RESULT_TRANSITIONS, self._tool_result, ToolResultEvent.CREATE_SENT)
         self._watchdog_at = None
         self._send_response_create()
 
@@ -601,8 +627,8 @@ class Translator:
         if (
             self._replies_owed
             and not self._awaiting_ack
-            and not self._active
-            and not self._deferred
+            and self._response is Response.IDLE
+            and self._tool_result is ToolResult.NONE
             and self._upstream_usable()
         ):
             self._send_response_create()
@@ -613,49 +639,42 @@ class Translator:
 
     def _fire_watchdog(self) -> None:
         self._watchdog_at = None
-        if not self._deferred or not self._upstream_usable():
+        if self._tool_result is ToolResult.NONE or not self._upstream_usable():
             return
         self.log.error(
             "Required upstream contract violated: no completion within %.3f s after function_call_output; "
             "sending response.create%s",
             self.options.deferred_response_create_timeout,
-            " when the active response ends" if self._active else "",
+            " when the active response ends" if self._response is Response.ACTIVE else "",
         )
         self._send_deferred_create()
 
     def _agent_started_speaking(self) -> None:
-        if not self._started_speaking:
-            self._started_speaking = True
+        if not self._turn.started_speaking:
+            self._turn.started_speaking = True
             self.to_client.append(cp.AGENT_STARTED_SPEAKING)
 
     def _agent_done_once(self) -> None:
-        if not self._agent_done:
-            self._agent_done = True
+        if not self._turn.agent_done:
+            self._turn.agent_done = True
             self.to_client.append(cp.AGENT_DONE)
             self.to_client.append(cp.AGENT_AUDIO_DONE)
 
     def _finish_agent_turn(self) -> None:
         """AgentDone + AgentAudioDone for the response that just finished, unless a tool result is waiting for its
         follow-up response: the agent's turn goes on, and the follow-up response sends them after its audio."""
-        if self._deferred:
-            self._agent_done = True  # this response's signal is settled: nothing more for it
+        if self._tool_result is ToolResult.AWAITING:
+            self._turn.agent_done = True  # this response's signal is settled: nothing more for it
         else:
             self._agent_done_once()
 
     def _emit_fallback_text(self, text: str | None, content: str | None = None) -> None:
         """Assistant text from output_text.done / transcript.done / response.done: at most one per response."""
-        if text and not self._text_emitted:
+        if text and not self._turn.text_emitted:
             self._agent_started_speaking()
             self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=content or text)))
-            self._text_emitted = True
-            self._last_text = text
-
-    def _reset_text(self) -> None:
-        self._text_parts.clear()
-        self._text_chars = 0
-
-    def _accumulated_text(self) -> str:
-        return "".join(self._text_parts)
+            self._turn.text_emitted = True
+            self._turn.last_text = text
 
     def _flush_idle_error(self) -> None:
         if self._idle_error is not None:
@@ -668,8 +687,8 @@ class Translator:
     def _on_audio_delta(self, event: oa.ResponseOutputAudioDelta) -> None:
         delta = event.delta
         if delta:
-            self._audio_seen = True
-            if not self._started_speaking:
+            self._turn.audio_seen = True
+            if not self._turn.started_speaking:
                 self._agent_started_speaking()
             self.to_client.append(delta)
 
@@ -678,7 +697,7 @@ class Translator:
         self._agent_done_once()
 
     def _on_session_updated(self, event: oa.SessionUpdated) -> None:
-        self._ready = True
+        self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SESSION_UPDATED)
         self.to_client.append(cp.SETTINGS_APPLIED)
         if self._greeting is not None and not self._had_context:
             # The greeting is client-side text with its own AgentDone; nothing goes upstream.
@@ -715,26 +734,25 @@ class Translator:
 
     def _on_text_delta(self, event: oa.ResponseOutputTextDelta) -> None:
         text = su.output_text_delta(event.delta)
-        if text and self._text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
-            self._text_parts.append(text)
-            self._text_chars += len(text)
+        turn = self._turn
+        if text and turn.text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
+            turn.text_parts.append(text)
+            turn.text_chars += len(text)
 
     def _on_text_done(self, event: oa.ResponseOutputTextDone) -> None:
         self._agent_started_speaking()
-        text = su.output_text_done_text(event, self._accumulated_text())
-        self._reset_text()
+        text = su.output_text_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         self._end_response()
         # Fix: decided for the finishing response, before any follow-up response.create (the reference decides
         # after it, for the new response, and so sends AgentDone ahead of the follow-up's audio).
-        if not self._audio_seen:
+        if not self._turn.audio_seen:
             self._finish_agent_turn()
         self._after_response_end()
         self._flush_idle_error()
 
     def _on_response_done(self, event: oa.ResponseDone) -> None:
-        text = su.response_done_text(event, self._accumulated_text())
-        self._reset_text()
+        text = su.response_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         status = event.response.get("status") if isinstance(event.response, dict) else None
         self.log.info("response done (status %r)", status)
@@ -744,7 +762,7 @@ class Translator:
         self._flush_idle_error()  # Fix: the reference flushes a buffered idle_timeout only on output_text.done
 
     def _on_response_created(self, event: oa.ResponseCreated) -> None:
-        if self._server_vad and not self._active:
+        if self._server_vad and self._response is Response.IDLE:
             self._start_response()  # the upstream created it (VAD turn)
 
     def _on_transcript_done(self, event: oa.ResponseOutputAudioTranscriptDone) -> None:
@@ -792,7 +810,7 @@ class Translator:
                 "upstream error %s: %s", code, error.description[:_LOG_PAYLOAD_CHARS], level=logging.ERROR
             )
         encoded = self._error_frame(error.code, error.description)
-        if code == "idle_timeout" and self._active:
+        if code == "idle_timeout" and self._response is Response.ACTIVE:
             self._idle_error = encoded  # sent after the active response's text
             return
         self.to_client.append(encoded)
@@ -849,11 +867,11 @@ class Translator:
             self._ct_item_ids[item_id] = None
             if len(self._ct_item_ids) > MAX_REMEMBERED_ITEM_IDS:
                 self._ct_item_ids.popitem(last=False)
-        if su.js_trim(text) == self._last_text:
+        if su.js_trim(text) == self._turn.last_text:
             return  # the same text already went out as a fallback
         self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=text)))
-        self._text_emitted = True
-        self._last_text = su.js_trim(text)
+        self._turn.text_emitted = True
+        self._turn.last_text = su.js_trim(text)
 
     def _log_only(self, event: Any) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
