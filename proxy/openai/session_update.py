@@ -18,8 +18,7 @@ from typing import Any, Final, TypeGuard
 
 import msgspec
 
-from ..protocol import component
-from ..protocol import openai as oa
+from ..protocol import component, openai
 from ..redact import SHAPES_ONLY
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,9 +281,9 @@ def build_session(settings: component.Settings) -> dict[str, Any]:
     return session
 
 
-def session_update_event(settings: component.Settings) -> oa.SessionUpdate:
+def session_update_event(settings: component.Settings) -> openai.SessionUpdate:
     """The ``session.update`` event for a Settings message."""
-    return oa.SessionUpdate(session=build_session(settings))
+    return openai.SessionUpdate(session=build_session(settings))
 
 
 def uses_server_vad(session: Mapping[str, Any]) -> bool:
@@ -416,7 +415,7 @@ def closed_before_ready_description(code: int | None, reason: str | None) -> str
     return f"Upstream closed before session ready (code {shown}{suffix}). Session may not have been applied."
 
 
-def error_from_upstream(detail: oa.ErrorDetail | None) -> component.Error:
+def error_from_upstream(detail: openai.ErrorDetail | None) -> component.Error:
     """Upstream ``error`` -> component ``Error``: a null, missing, empty or non-string code is ``unknown``; the
     message text is never used to guess a code."""
     code = detail.code if detail is not None else None
@@ -472,14 +471,14 @@ def _join_parts(content: Any) -> str | None:
     return "\n".join(texts) if texts else None
 
 
-def assistant_item_text(item: oa.Item | None) -> str | None:
+def assistant_item_text(item: openai.Item | None) -> str | None:
     """Assistant ConversationText content for a ``conversation.item.*`` item (None for other roles or no text)."""
     if item is None or item.role != "assistant":
         return None
     return _join_parts(item.content)
 
 
-def output_text_done_text(event: oa.ResponseOutputTextDone, accumulated: str = "") -> str | None:
+def output_text_done_text(event: openai.ResponseOutputTextDone, accumulated: str = "") -> str | None:
     """``output_text.done`` text: its ``text``, else ``part.text``, else the accumulated deltas (all trimmed)."""
     for value in (event.text, _get(event.part, "text"), accumulated):
         if isinstance(value, str) and js_trim(value):
@@ -487,7 +486,7 @@ def output_text_done_text(event: oa.ResponseOutputTextDone, accumulated: str = "
     return None
 
 
-def response_done_text(event: oa.ResponseDone, accumulated: str = "") -> str | None:
+def response_done_text(event: openai.ResponseDone, accumulated: str = "") -> str | None:
     """``response.done`` text: the accumulated deltas, else the assistant parts of ``response.output``."""
     if js_trim(accumulated):
         return js_trim(accumulated)
@@ -515,7 +514,7 @@ def output_text_delta(value: Any) -> str:
     return ""
 
 
-def function_call_request(event: oa.ResponseFunctionCallArgumentsDone) -> component.FunctionCallRequest:
+def function_call_request(event: openai.ResponseFunctionCallArgumentsDone) -> component.FunctionCallRequest:
     """One FunctionCallRequest per ``function_call_arguments.done`` (defaults: id ``""``, name ``function``)."""
     return component.FunctionCallRequest(
         functions=[
@@ -536,12 +535,12 @@ def function_call_summary(name: Any, arguments: Any) -> str:
     return text
 
 
-def transcript_done_text(event: oa.ResponseOutputAudioTranscriptDone) -> str:
+def transcript_done_text(event: openai.ResponseOutputAudioTranscriptDone) -> str:
     """The untrimmed transcript of ``output_audio_transcript.done`` (``""`` when missing)."""
     return event.transcript if isinstance(event.transcript, str) else ""
 
 
-def utterance_end(event: oa.InputAudioBufferSpeechStopped) -> component.UtteranceEnd:
+def utterance_end(event: openai.InputAudioBufferSpeechStopped) -> component.UtteranceEnd:
     """``speech_stopped`` -> UtteranceEnd. ``last_word_end`` (seconds) is the upstream's own field when it is a
     number, else the GA ``audio_end_ms`` / 1000, else 0."""
     channel = event.channel if isinstance(event.channel, list) and event.channel else [0, 1]
@@ -554,7 +553,9 @@ def utterance_end(event: oa.InputAudioBufferSpeechStopped) -> component.Utteranc
     return component.UtteranceEnd(channel=channel, last_word_end=last_word_end)
 
 
-def _channels(event: oa.InputAudioTranscriptionCompleted | oa.InputAudioTranscriptionDelta) -> tuple[Any, list[Any]]:
+def _channels(
+    event: openai.InputAudioTranscriptionCompleted | openai.InputAudioTranscriptionDelta,
+) -> tuple[Any, list[Any]]:
     if isinstance(event.channel_index, list) and event.channel_index:
         channel_index = event.channel_index
     else:
@@ -563,7 +564,7 @@ def _channels(event: oa.InputAudioTranscriptionCompleted | oa.InputAudioTranscri
     return channel, channel_index
 
 
-def _timing(event: oa.InputAudioTranscriptionCompleted | oa.InputAudioTranscriptionDelta) -> tuple[Any, Any]:
+def _timing(event: openai.InputAudioTranscriptionCompleted | openai.InputAudioTranscriptionDelta) -> tuple[Any, Any]:
     start = event.start if is_finite_number(event.start) else 0
     duration: Any = event.duration if is_finite_number(event.duration) else 0
     usage = getattr(event, "usage", None)
@@ -575,7 +576,7 @@ def _timing(event: oa.InputAudioTranscriptionCompleted | oa.InputAudioTranscript
 
 
 def transcript_message(
-    event: oa.InputAudioTranscriptionCompleted | oa.InputAudioTranscriptionDelta, text: str, final: bool
+    event: openai.InputAudioTranscriptionCompleted | openai.InputAudioTranscriptionDelta, text: str, final: bool
 ) -> component.Transcript:
     """A component Transcript (interim for deltas, final for completed)."""
     channel, channel_index = _channels(event)

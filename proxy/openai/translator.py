@@ -29,12 +29,11 @@ from ..core import (
     relay_close,
     strict,
 )
-from ..protocol import component as cp
-from ..protocol import openai as oa
+from ..protocol import component, openai
 from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from ..ratelimit import WarningLimiter
 from ..redact import SHAPES_ONLY, Redactor
-from . import session_update as su
+from . import session_update
 from .state import (
     CONFIGURED,
     FLOWING,
@@ -132,7 +131,9 @@ class Translator:
         self._greeting: str | None = None
         self._had_context = False
         self._server_vad = False
-        self._pending_messages: deque[tuple[cp.InjectUserMessage | cp.FunctionCallResponse, int]] = deque()
+        self._pending_messages: deque[tuple[component.InjectUserMessage | component.FunctionCallResponse, int]] = (
+            deque()
+        )
         self._pending_messages_bytes = 0
         self._pending_audio: deque[bytes] = deque()
         self._pending_audio_bytes = 0
@@ -153,64 +154,63 @@ class Translator:
         self._awaiting_ack: OrderedDict[str, None] = OrderedDict()
         self._counted_ids: OrderedDict[str, int] = OrderedDict()
         self._replies_owed = 0  # acknowledged injects not yet answered by a response
-        self._ct_item_ids: OrderedDict[str, None] = OrderedDict()
+        self._assistant_text_item_ids: OrderedDict[str, None] = OrderedDict()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
-        self._raw: Frame = ""
 
         self._client_handlers: dict[type[Any], Callable[[Any, str], None]] = {
-            cp.Settings: self._on_settings,
-            cp.InjectUserMessage: self._on_inject_frame,
-            cp.FunctionCallResponse: self._on_function_call_response_frame,
-            cp.KeepAlive: self._on_keepalive,
+            component.Settings: self._on_settings,
+            component.InjectUserMessage: self._on_inject_frame,
+            component.FunctionCallResponse: self._on_function_call_response_frame,
+            component.KeepAlive: self._on_keepalive,
         }
-        self._upstream_handlers: dict[type[Any], Callable[[Any], None]] = {
-            oa.ResponseOutputAudioDelta: self._on_audio_delta,
-            oa.SessionCreated: self._log_only,
-            oa.SessionUpdated: self._on_session_updated,
-            oa.ConversationCreated: self._log_only,
-            oa.ConversationItemCreated: self._on_item,
-            oa.ConversationItemAdded: self._on_item,
-            oa.ConversationItemDone: self._on_item,
-            oa.ConversationItemRetrieved: self._log_only,
-            oa.ConversationItemDeleted: self._log_only,
-            oa.ConversationItemTruncated: self._log_only,
-            oa.InputAudioTranscriptionCompleted: self._on_transcription_completed,
-            oa.InputAudioTranscriptionDelta: self._on_transcription_delta,
-            oa.InputAudioTranscriptionFailed: self._on_transcription_failed,
-            oa.InputAudioTranscriptionSegment: self._log_only,
-            oa.ErrorEvent: self._on_error,
-            oa.InputAudioBufferCleared: self._log_only,
-            oa.InputAudioBufferCommitted: self._log_only,
-            oa.InputAudioBufferDtmfEventReceived: self._log_only,
-            oa.InputAudioBufferSpeechStarted: self._on_speech_started,
-            oa.InputAudioBufferSpeechStopped: self._on_speech_stopped,
-            oa.InputAudioBufferTimeoutTriggered: self._log_only,
-            oa.McpListToolsInProgress: self._log_only,
-            oa.McpListToolsCompleted: self._log_only,
-            oa.McpListToolsFailed: self._log_only,
-            oa.RateLimitsUpdated: self._log_only,
-            oa.ResponseContentPartAdded: self._log_only,
-            oa.ResponseContentPartDone: self._log_only,
-            oa.ResponseCreated: self._on_response_created,
-            oa.ResponseDone: self._on_response_done,
-            oa.ResponseFunctionCallArgumentsDelta: self._log_only,
-            oa.ResponseFunctionCallArgumentsDone: self._on_function_call_arguments_done,
-            oa.ResponseOutputAudioDone: self._on_audio_done,
-            oa.ResponseOutputAudioTranscriptDelta: self._log_only,
-            oa.ResponseOutputAudioTranscriptDone: self._on_transcript_done,
-            oa.ResponseOutputItemAdded: self._log_only,
-            oa.ResponseOutputItemDone: self._log_only,
-            oa.ResponseOutputTextAdded: self._log_only,
-            oa.ResponseOutputTextDelta: self._on_text_delta,
-            oa.ResponseOutputTextDone: self._on_text_done,
-            oa.OutputAudioBufferStarted: self._log_only,
-            oa.OutputAudioBufferStopped: self._log_only,
-            oa.OutputAudioBufferCleared: self._log_only,
-            oa.ResponseMcpCallArgumentsDelta: self._log_only,
-            oa.ResponseMcpCallArgumentsDone: self._log_only,
-            oa.ResponseMcpCallInProgress: self._log_only,
-            oa.ResponseMcpCallCompleted: self._log_only,
-            oa.ResponseMcpCallFailed: self._log_only,
+        self._upstream_handlers: dict[type[Any], Callable[[Any, Frame], None]] = {
+            openai.ResponseOutputAudioDelta: self._on_audio_delta,
+            openai.SessionCreated: self._log_only,
+            openai.SessionUpdated: self._on_session_updated,
+            openai.ConversationCreated: self._log_only,
+            openai.ConversationItemCreated: self._on_item,
+            openai.ConversationItemAdded: self._on_item,
+            openai.ConversationItemDone: self._on_item,
+            openai.ConversationItemRetrieved: self._log_only,
+            openai.ConversationItemDeleted: self._log_only,
+            openai.ConversationItemTruncated: self._log_only,
+            openai.InputAudioTranscriptionCompleted: self._on_transcription_completed,
+            openai.InputAudioTranscriptionDelta: self._on_transcription_delta,
+            openai.InputAudioTranscriptionFailed: self._on_transcription_failed,
+            openai.InputAudioTranscriptionSegment: self._log_only,
+            openai.ErrorEvent: self._on_error,
+            openai.InputAudioBufferCleared: self._log_only,
+            openai.InputAudioBufferCommitted: self._log_only,
+            openai.InputAudioBufferDtmfEventReceived: self._log_only,
+            openai.InputAudioBufferSpeechStarted: self._on_speech_started,
+            openai.InputAudioBufferSpeechStopped: self._on_speech_stopped,
+            openai.InputAudioBufferTimeoutTriggered: self._log_only,
+            openai.McpListToolsInProgress: self._log_only,
+            openai.McpListToolsCompleted: self._log_only,
+            openai.McpListToolsFailed: self._log_only,
+            openai.RateLimitsUpdated: self._log_only,
+            openai.ResponseContentPartAdded: self._log_only,
+            openai.ResponseContentPartDone: self._log_only,
+            openai.ResponseCreated: self._on_response_created,
+            openai.ResponseDone: self._on_response_done,
+            openai.ResponseFunctionCallArgumentsDelta: self._log_only,
+            openai.ResponseFunctionCallArgumentsDone: self._on_function_call_arguments_done,
+            openai.ResponseOutputAudioDone: self._on_audio_done,
+            openai.ResponseOutputAudioTranscriptDelta: self._log_only,
+            openai.ResponseOutputAudioTranscriptDone: self._on_transcript_done,
+            openai.ResponseOutputItemAdded: self._log_only,
+            openai.ResponseOutputItemDone: self._log_only,
+            openai.ResponseOutputTextAdded: self._log_only,
+            openai.ResponseOutputTextDelta: self._on_text_delta,
+            openai.ResponseOutputTextDone: self._on_text_done,
+            openai.OutputAudioBufferStarted: self._log_only,
+            openai.OutputAudioBufferStopped: self._log_only,
+            openai.OutputAudioBufferCleared: self._log_only,
+            openai.ResponseMcpCallArgumentsDelta: self._log_only,
+            openai.ResponseMcpCallArgumentsDone: self._log_only,
+            openai.ResponseMcpCallInProgress: self._log_only,
+            openai.ResponseMcpCallCompleted: self._log_only,
+            openai.ResponseMcpCallFailed: self._log_only,
         }
 
     # ===========================================================================================================
@@ -253,35 +253,31 @@ class Translator:
         if self._client_gone or self._upstream_gone:
             return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
         try:
-            event = oa.decode_server_event(message)
-        except (oa.MalformedEvent, RecursionError) as exc:
+            event = openai.decode_server_event(message)
+        except (openai.MalformedEvent, RecursionError) as exc:
             self._peer_warning("malformed upstream frame (%d chars): %s", len(message), exc)
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
         # Every event but the audio hot path has untyped fields that handlers and log lines walk recursively.
-        if type(event) is not oa.ResponseOutputAudioDelta and too_deep(message):
+        if type(event) is not openai.ResponseOutputAudioDelta and too_deep(message):
             self._peer_warning("upstream frame nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(message))
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
-        handler = self._upstream_handlers.get(type(event))
-        self._raw = message
+        handler = self._upstream_handlers.get(type(event), self._on_unknown_event)
         try:
-            if handler is not None:
-                handler(event)
-            else:
-                self._on_unknown_event(event)
+            handler(event, message)
         except Exception:
             if strict():
                 raise
             # The reference answers any failure while handling an event with this Error; never fatal.
             self.log.exception("failed to handle upstream event %s", type(event).__name__)
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
-        finally:
-            self._raw = ""
+            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
 
     def timer_fired(self, now: float) -> None:
         self._now = now
-        # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others.
+        # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others, never re-arm
+        # one that is already due (a new deadline is always later than now), so three deadlines need at most three
+        # rounds; 8 is a safety margin that keeps a future bug from looping forever.
         for _ in range(8):
             due = [
                 (at, rank, fire)
@@ -316,7 +312,7 @@ class Translator:
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("upstream closed (code %s, reason %r)", code, su.sanitize_reason(reason))
+        self.log.info("upstream closed (code %s, reason %r)", code, session_update.sanitize_reason(reason))
         self._upstream_gone = True
         self._clear_timers()
         self._report_suppressed()
@@ -324,12 +320,15 @@ class Translator:
             self._flush_idle_error()
             if self._setup not in FLOWING:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
-                self._send_error(su.CLOSED_BEFORE_READY_CODE, su.closed_before_ready_description(code, reason))
+                self._send_error(
+                    session_update.CLOSED_BEFORE_READY_CODE,
+                    session_update.closed_before_ready_description(code, reason),
+                )
         return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("client closed (code %s, reason %r)", code, su.sanitize_reason(reason))
+        self.log.info("client closed (code %s, reason %r)", code, session_update.sanitize_reason(reason))
         if not self._client_gone and self._upstream_usable():
             self._flush_commit_on_close()
         self._client_gone = True
@@ -378,10 +377,12 @@ class Translator:
         # Before decoding: every client message type has untyped fields that the mapping walks recursively.
         if too_deep(frame):
             self._peer_warning("client JSON nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(frame))
-            self._send_error(su.TOO_DEEP_CLIENT_CODE, su.too_deep_client_description(MAX_JSON_DEPTH))
+            self._send_error(
+                session_update.TOO_DEEP_CLIENT_CODE, session_update.too_deep_client_description(MAX_JSON_DEPTH)
+            )
             return
         try:
-            message = cp.client_message_decoder.decode(frame)
+            message = component.client_message_decoder.decode(frame)
         except msgspec.ValidationError:  # JSON, but not one of ours (ValidationError subclasses DecodeError)
             self._on_other_json(frame)
             return
@@ -395,11 +396,13 @@ class Translator:
                 raise
             # Never let one message take the connection (or the process) down, as the reference can.
             self.log.exception("failed to handle client %s", type(message).__name__)
-            self._send_error(su.CLIENT_MESSAGE_FAILED_CODE, su.CLIENT_MESSAGE_FAILED_DESCRIPTION)
+            self._send_error(
+                session_update.CLIENT_MESSAGE_FAILED_CODE, session_update.CLIENT_MESSAGE_FAILED_DESCRIPTION
+            )
 
     def _reject_unparsable(self, frame: str) -> None:
         self._peer_warning("client text frame is not a JSON object (%d chars)", len(frame))
-        self._send_error(su.UNPARSABLE_CLIENT_CODE, su.UNPARSABLE_CLIENT_DESCRIPTION)
+        self._send_error(session_update.UNPARSABLE_CLIENT_CODE, session_update.UNPARSABLE_CLIENT_DESCRIPTION)
 
     def _on_other_json(self, frame: str) -> None:
         """A JSON object or array whose ``type`` is missing, not a string or not one we accept (§5.5)."""
@@ -421,18 +424,18 @@ class Translator:
             self.log.info("forwarding client JSON of type %r upstream (passthrough)", type_value)
             self.to_upstream.append(frame)
             return
-        type_name = su.describe_client_type(type_value)
+        type_name = session_update.describe_client_type(type_value)
         self._peer_warning("disallowed client message type %r", type_name[:100])
-        self._send_error(su.DISALLOWED_CODE, su.disallowed_description(type_name))
+        self._send_error(session_update.DISALLOWED_CODE, session_update.disallowed_description(type_name))
 
-    def _on_keepalive(self, message: cp.KeepAlive, frame: str) -> None:
+    def _on_keepalive(self, message: component.KeepAlive, frame: str) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("client KeepAlive (ignored)")
 
-    def _on_settings(self, message: cp.Settings, frame: str) -> None:
+    def _on_settings(self, message: component.Settings, frame: str) -> None:
         if self._setup in CONFIGURED:
             self.log.info("duplicate Settings: answered SettingsApplied, not forwarded")
-            self.to_client.append(cp.SETTINGS_APPLIED)
+            self.to_client.append(component.SETTINGS_APPLIED)
             return
         if self._response is Response.ACTIVE or self._tool_result is ToolResult.AWAITING:
             # Reference behaviour, kept on purpose: acknowledge and drop (its greeting and context are lost).
@@ -440,32 +443,34 @@ class Translator:
                 "Settings arrived while a response is active or a tool result awaits one: "
                 "answered SettingsApplied, dropped"
             )
-            self.to_client.append(cp.SETTINGS_APPLIED)
+            self.to_client.append(component.SETTINGS_APPLIED)
             return
-        update = su.session_update_event(message)
+        update = session_update.session_update_event(message)
         self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SETTINGS_FORWARDED)
-        self._server_vad = su.uses_server_vad(update.session)
-        self._had_context = su.has_context(message)
-        self._greeting = su.greeting(message)
-        self.to_upstream.append(oa.encode(update))
+        self._server_vad = session_update.uses_server_vad(update.session)
+        self._had_context = session_update.has_context(message)
+        self._greeting = session_update.greeting(message)
+        self.to_upstream.append(openai.encode(update))
         self.log.info(
             "session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), self._server_vad
         )
 
-    def _on_inject_frame(self, message: cp.InjectUserMessage, frame: str) -> None:
+    def _on_inject_frame(self, message: component.InjectUserMessage, frame: str) -> None:
         if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._inject(message)
 
-    def _on_function_call_response_frame(self, message: cp.FunctionCallResponse, frame: str) -> None:
+    def _on_function_call_response_frame(self, message: component.FunctionCallResponse, frame: str) -> None:
         # Fix: gated on session readiness like everything else (the reference sends it at once).
         if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._function_call_response(message)
 
-    def _hold_until_ready(self, message: cp.InjectUserMessage | cp.FunctionCallResponse, size: int) -> None:
+    def _hold_until_ready(
+        self, message: component.InjectUserMessage | component.FunctionCallResponse, size: int
+    ) -> None:
         if (
             len(self._pending_messages) >= self.options.max_pending_frames
             or self._pending_messages_bytes + size > self.options.max_pending_bytes
@@ -475,26 +480,28 @@ class Translator:
         self._pending_messages.append((message, size))
         self._pending_messages_bytes += size
 
-    def _inject(self, message: cp.InjectUserMessage) -> None:
-        text = su.inject_text(message)
+    def _inject(self, message: component.InjectUserMessage) -> None:
+        text = session_update.inject_text(message)
         # Fix: each inject carries its own id, and its response.create waits for that item's acknowledgement.
         self._inject_seq += 1
         item_id = f"{self.options.inject_item_id_prefix}{self._inject_seq}"
-        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=su.user_message_item(text, item_id))))
+        self.to_upstream.append(
+            openai.encode(openai.ConversationItemCreate(item=session_update.user_message_item(text, item_id)))
+        )
         if len(self._awaiting_ack) >= MAX_AWAITING_ACK:
             dropped, _ = self._awaiting_ack.popitem(last=False)
             self._peer_warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
         self._awaiting_ack[item_id] = None
-        self.to_client.append(cp.encode(cp.ConversationText(role="user", content=text)))
+        self.to_client.append(component.encode(component.ConversationText(role="user", content=text)))
         self.log.info("injected user message sent as item %s", item_id)
 
-    def _function_call_response(self, message: cp.FunctionCallResponse) -> None:
-        item = su.function_call_output_item(message)
-        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=item)))
+    def _function_call_response(self, message: component.FunctionCallResponse) -> None:
+        item = session_update.function_call_output_item(message)
+        self.to_upstream.append(openai.encode(openai.ConversationItemCreate(item=item)))
         self._tool_result = advance(TOOL_RESULT_TRANSITIONS, self._tool_result, ToolResultEvent.OUTPUT_SENT)
         self._watchdog_at = self._now + self.options.deferred_response_create_timeout
         self.log.info("function_call_output sent for call %r; response.create deferred", item.get("call_id"))
-        self.to_client.append(cp.AGENT_THINKING)
+        self.to_client.append(component.AGENT_THINKING)
 
     # -- microphone audio ---------------------------------------------------------------------------------------
 
@@ -522,12 +529,12 @@ class Translator:
         if not out:
             return False
         if len(out) <= MAX_AUDIO_BYTES_PER_APPEND:
-            self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=out)))
+            self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=out)))
         else:
             # Fix: split instead of raising (the reference throws, outside any handler).
             for start in range(0, len(out), MAX_AUDIO_BYTES_PER_APPEND):
                 chunk = out[start : start + MAX_AUDIO_BYTES_PER_APPEND]
-                self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=chunk)))
+                self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=chunk)))
         if not self._server_vad:
             self._uncommitted += len(out)
         return True
@@ -557,7 +564,7 @@ class Translator:
         ):
             return False
         self.log.info("committing %d bytes of input audio", self._uncommitted)
-        self.to_upstream.append(oa.INPUT_AUDIO_BUFFER_COMMIT)
+        self.to_upstream.append(openai.INPUT_AUDIO_BUFFER_COMMIT)
         self._send_response_create()
         self._first_commit_done = True
         self._uncommitted = 0
@@ -574,7 +581,7 @@ class Translator:
 
     def _pad_audio(self, size: int) -> None:
         self.log.info("padding input audio with %d bytes of silence", size)
-        self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=bytes(size))))
+        self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=bytes(size))))
         self._uncommitted += size
 
     def _rearm_commit_after_response(self) -> None:
@@ -610,7 +617,7 @@ class Translator:
         self._rearm_commit_after_response()
 
     def _send_response_create(self) -> None:
-        self.to_upstream.append(oa.RESPONSE_CREATE)
+        self.to_upstream.append(openai.RESPONSE_CREATE)
         self._start_response()
 
     def _send_deferred_create(self) -> None:
@@ -652,13 +659,13 @@ class Translator:
     def _agent_started_speaking(self) -> None:
         if not self._turn.started_speaking:
             self._turn.started_speaking = True
-            self.to_client.append(cp.AGENT_STARTED_SPEAKING)
+            self.to_client.append(component.AGENT_STARTED_SPEAKING)
 
     def _agent_done_once(self) -> None:
         if not self._turn.agent_done:
             self._turn.agent_done = True
-            self.to_client.append(cp.AGENT_DONE)
-            self.to_client.append(cp.AGENT_AUDIO_DONE)
+            self.to_client.append(component.AGENT_DONE)
+            self.to_client.append(component.AGENT_AUDIO_DONE)
 
     def _finish_agent_turn(self) -> None:
         """AgentDone + AgentAudioDone for the response that just finished, unless a tool result is waiting for its
@@ -672,7 +679,9 @@ class Translator:
         """Assistant text from output_text.done / transcript.done / response.done: at most one per response."""
         if text and not self._turn.text_emitted:
             self._agent_started_speaking()
-            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=content or text)))
+            self.to_client.append(
+                component.encode(component.ConversationText(role="assistant", content=content or text))
+            )
             self._turn.text_emitted = True
             self._turn.last_text = text
 
@@ -684,7 +693,7 @@ class Translator:
     # ===========================================================================================================
     # Upstream events
 
-    def _on_audio_delta(self, event: oa.ResponseOutputAudioDelta) -> None:
+    def _on_audio_delta(self, event: openai.ResponseOutputAudioDelta, frame: Frame) -> None:
         delta = event.delta
         if delta:
             self._turn.audio_seen = True
@@ -692,18 +701,20 @@ class Translator:
                 self._agent_started_speaking()
             self.to_client.append(delta)
 
-    def _on_audio_done(self, event: oa.ResponseOutputAudioDone) -> None:
+    def _on_audio_done(self, event: openai.ResponseOutputAudioDone, frame: Frame) -> None:
         # Does not end the response: the API may send audio.done before output_text.done.
         self._agent_done_once()
 
-    def _on_session_updated(self, event: oa.SessionUpdated) -> None:
+    def _on_session_updated(self, event: openai.SessionUpdated, frame: Frame) -> None:
         self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SESSION_UPDATED)
-        self.to_client.append(cp.SETTINGS_APPLIED)
+        self.to_client.append(component.SETTINGS_APPLIED)
         if self._greeting is not None and not self._had_context:
             # The greeting is client-side text with its own AgentDone; nothing goes upstream.
-            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=self._greeting)))
-            self.to_client.append(cp.AGENT_DONE)
-            self.to_client.append(cp.AGENT_AUDIO_DONE)
+            self.to_client.append(
+                component.encode(component.ConversationText(role="assistant", content=self._greeting))
+            )
+            self.to_client.append(component.AGENT_DONE)
+            self.to_client.append(component.AGENT_AUDIO_DONE)
         elif self._greeting is not None:
             self.log.info("greeting not shown: the Settings carried conversation context")
         self._greeting = None
@@ -712,7 +723,7 @@ class Translator:
         messages, self._pending_messages = self._pending_messages, deque()
         self._pending_messages_bytes = 0
         for message, _ in messages:
-            if isinstance(message, cp.InjectUserMessage):
+            if isinstance(message, component.InjectUserMessage):
                 self._inject(message)
             else:
                 self._function_call_response(message)
@@ -732,16 +743,16 @@ class Translator:
             if not self._server_vad and self._uncommitted > 0:
                 self._schedule_commit()
 
-    def _on_text_delta(self, event: oa.ResponseOutputTextDelta) -> None:
-        text = su.output_text_delta(event.delta)
+    def _on_text_delta(self, event: openai.ResponseOutputTextDelta, frame: Frame) -> None:
+        text = session_update.output_text_delta(event.delta)
         turn = self._turn
         if text and turn.text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
             turn.text_parts.append(text)
             turn.text_chars += len(text)
 
-    def _on_text_done(self, event: oa.ResponseOutputTextDone) -> None:
+    def _on_text_done(self, event: openai.ResponseOutputTextDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        text = su.output_text_done_text(event, self._turn.take_text())
+        text = session_update.output_text_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         self._end_response()
         # Fix: decided for the finishing response, before any follow-up response.create (the reference decides
@@ -751,8 +762,8 @@ class Translator:
         self._after_response_end()
         self._flush_idle_error()
 
-    def _on_response_done(self, event: oa.ResponseDone) -> None:
-        text = su.response_done_text(event, self._turn.take_text())
+    def _on_response_done(self, event: openai.ResponseDone, frame: Frame) -> None:
+        text = session_update.response_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         status = event.response.get("status") if isinstance(event.response, dict) else None
         self.log.info("response done (status %r)", status)
@@ -761,44 +772,44 @@ class Translator:
         self._after_response_end()
         self._flush_idle_error()  # Fix: the reference flushes a buffered idle_timeout only on output_text.done
 
-    def _on_response_created(self, event: oa.ResponseCreated) -> None:
+    def _on_response_created(self, event: openai.ResponseCreated, frame: Frame) -> None:
         if self._server_vad and self._response is Response.IDLE:
             self._start_response()  # the upstream created it (VAD turn)
 
-    def _on_transcript_done(self, event: oa.ResponseOutputAudioTranscriptDone) -> None:
-        transcript = su.transcript_done_text(event)
-        self._emit_fallback_text(su.js_trim(transcript), transcript)
+    def _on_transcript_done(self, event: openai.ResponseOutputAudioTranscriptDone, frame: Frame) -> None:
+        transcript = session_update.transcript_done_text(event)
+        self._emit_fallback_text(session_update.js_trim(transcript), transcript)
 
-    def _on_function_call_arguments_done(self, event: oa.ResponseFunctionCallArgumentsDone) -> None:
+    def _on_function_call_arguments_done(self, event: openai.ResponseFunctionCallArgumentsDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        self.to_client.append(cp.encode(su.function_call_request(event)))
+        self.to_client.append(component.encode(session_update.function_call_request(event)))
 
-    def _on_speech_started(self, event: oa.InputAudioBufferSpeechStarted) -> None:
-        self.to_client.append(cp.USER_STARTED_SPEAKING)
+    def _on_speech_started(self, event: openai.InputAudioBufferSpeechStarted, frame: Frame) -> None:
+        self.to_client.append(component.USER_STARTED_SPEAKING)
 
-    def _on_speech_stopped(self, event: oa.InputAudioBufferSpeechStopped) -> None:
-        self.to_client.append(cp.encode(su.utterance_end(event)))
+    def _on_speech_stopped(self, event: openai.InputAudioBufferSpeechStopped, frame: Frame) -> None:
+        self.to_client.append(component.encode(session_update.utterance_end(event)))
 
-    def _on_transcription_delta(self, event: oa.InputAudioTranscriptionDelta) -> None:
+    def _on_transcription_delta(self, event: openai.InputAudioTranscriptionDelta, frame: Frame) -> None:
         key = event.item_id if isinstance(event.item_id, str) else ""
         delta = event.delta if isinstance(event.delta, str) else ""
         text = (self._transcripts.pop(key, "") + delta)[-MAX_ACCUMULATED_CHARS:]
         self._transcripts[key] = text
         if len(self._transcripts) > MAX_TRANSCRIPT_ITEMS:
             self._transcripts.popitem(last=False)
-        self.to_client.append(cp.encode(su.transcript_message(event, text, final=False)))
+        self.to_client.append(component.encode(session_update.transcript_message(event, text, final=False)))
 
-    def _on_transcription_completed(self, event: oa.InputAudioTranscriptionCompleted) -> None:
+    def _on_transcription_completed(self, event: openai.InputAudioTranscriptionCompleted, frame: Frame) -> None:
         if event.item_id and isinstance(event.item_id, str):
             self._transcripts.pop(event.item_id, None)
         text = event.transcript if isinstance(event.transcript, str) else ""
-        self.to_client.append(cp.encode(su.transcript_message(event, text, final=True)))
+        self.to_client.append(component.encode(session_update.transcript_message(event, text, final=True)))
 
-    def _on_transcription_failed(self, event: oa.InputAudioTranscriptionFailed) -> None:
+    def _on_transcription_failed(self, event: openai.InputAudioTranscriptionFailed, frame: Frame) -> None:
         self.log.info("input audio transcription failed for item %s", event.item_id)
 
-    def _on_error(self, event: oa.ErrorEvent) -> None:
-        error = su.error_from_upstream(event.error)
+    def _on_error(self, event: openai.ErrorEvent, frame: Frame) -> None:
+        error = session_update.error_from_upstream(event.error)
         code = error.code
         if code == "conversation_already_has_active_response":
             self.log.info("upstream error %s (not forwarded)", code)
@@ -815,14 +826,18 @@ class Translator:
             return
         self.to_client.append(encoded)
 
-    def _on_item(self, event: oa.ConversationItemCreated | oa.ConversationItemAdded | oa.ConversationItemDone) -> None:
+    def _on_item(
+        self,
+        event: openai.ConversationItemCreated | openai.ConversationItemAdded | openai.ConversationItemDone,
+        frame: Frame,
+    ) -> None:
         item = event.item
         kind = str(event.__struct_config__.tag)
         item_type = item.type if item is not None else None
         item_id = item.id if item is not None and isinstance(item.id, str) else None
         self.log.info("%s (item %s, type %r, role %r)", kind, item_id, item_type, item.role if item else None)
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("%s payload: %s", kind, _loggable(self._raw, 2000))
+            self.log.debug("%s payload: %s", kind, _loggable(frame, 2000))
         if kind == "conversation.item.done" and item_type == "function_call_output":
             self._send_deferred_create()
         if item is not None and self._is_acknowledgement(item, item_id, _ITEM_STAGE[kind]):
@@ -830,7 +845,7 @@ class Translator:
             self._answer_injects()
         self._assistant_item_text(item, item_id)
 
-    def _is_acknowledgement(self, item: oa.Item, item_id: str | None, stage: int) -> bool:
+    def _is_acknowledgement(self, item: openai.Item, item_id: str | None, stage: int) -> bool:
         """Whether this item event acknowledges an injected message not yet acknowledged.
 
         An id matching an inject acknowledges it. Otherwise (an upstream that does not echo client ids) the next
@@ -857,32 +872,32 @@ class Translator:
                 self._counted_ids.popitem(last=False)
         return True
 
-    def _assistant_item_text(self, item: oa.Item | None, item_id: str | None) -> None:
-        text = su.assistant_item_text(item)
+    def _assistant_item_text(self, item: openai.Item | None, item_id: str | None) -> None:
+        text = session_update.assistant_item_text(item)
         if text is None:
             return
-        if item_id is not None and item_id in self._ct_item_ids:
+        if item_id is not None and item_id in self._assistant_text_item_ids:
             return
         if item_id is not None:
-            self._ct_item_ids[item_id] = None
-            if len(self._ct_item_ids) > MAX_REMEMBERED_ITEM_IDS:
-                self._ct_item_ids.popitem(last=False)
-        if su.js_trim(text) == self._turn.last_text:
+            self._assistant_text_item_ids[item_id] = None
+            if len(self._assistant_text_item_ids) > MAX_REMEMBERED_ITEM_IDS:
+                self._assistant_text_item_ids.popitem(last=False)
+        if session_update.js_trim(text) == self._turn.last_text:
             return  # the same text already went out as a fallback
-        self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=text)))
+        self.to_client.append(component.encode(component.ConversationText(role="assistant", content=text)))
         self._turn.text_emitted = True
-        self._turn.last_text = su.js_trim(text)
+        self._turn.last_text = session_update.js_trim(text)
 
-    def _log_only(self, event: Any) -> None:
+    def _log_only(self, event: Any, frame: Frame) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("upstream %s (no client message)", event.__struct_config__.tag)
 
-    def _on_unknown_event(self, event: Any) -> None:
+    def _on_unknown_event(self, event: Any, frame: Frame) -> None:
         self._peer_warning(
             "unmapped upstream event type %r (%d chars): %s",
             str(getattr(event, "type", type(event).__name__))[:100],
-            len(self._raw),
-            _loggable(self._raw, _LOG_PAYLOAD_CHARS),
+            len(frame),
+            _loggable(frame, _LOG_PAYLOAD_CHARS),
         )
 
     # ===========================================================================================================
@@ -896,7 +911,7 @@ class Translator:
 
     def _error_frame(self, code: str, description: str) -> str:
         """An ``Error`` for the client; both fields may carry peer text (an upstream error quoting the key)."""
-        return cp.encode(cp.Error(description=self._redact(description), code=self._redact(code)))
+        return component.encode(component.Error(description=self._redact(description), code=self._redact(code)))
 
     def _send_error(self, code: str, description: str) -> None:
         if not self._client_gone:
@@ -918,7 +933,7 @@ class Translator:
     def _overflow(self, when: str) -> None:
         self._peer_warning("client queue overflow %s; closing", when)
         self._send_error(
-            su.QUEUE_OVERFLOW_CODE,
+            session_update.QUEUE_OVERFLOW_CODE,
             f"Too many client messages arrived {when}; the proxy closed the connection.",
         )
         self._fatal = Close(POLICY_VIOLATION, "client queue overflow")
