@@ -33,7 +33,7 @@ from ..protocol import component, openai
 from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from ..ratelimit import WarningLimiter
 from ..redact import SHAPES_ONLY, Redactor
-from . import session_update
+from . import error_codes, javascript, session_update, upstream_text
 from .state import (
     CONFIGURED,
     FLOWING,
@@ -256,12 +256,12 @@ class Translator:
             event = openai.decode_server_event(message)
         except (openai.MalformedEvent, RecursionError) as exc:
             self._peer_warning("malformed upstream frame (%d chars): %s", len(message), exc)
-            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
         # Every event but the audio hot path has untyped fields that handlers and log lines walk recursively.
         if type(event) is not openai.ResponseOutputAudioDelta and too_deep(message):
             self._peer_warning("upstream frame nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(message))
-            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
         handler = self._upstream_handlers.get(type(event), self._on_unknown_event)
         try:
@@ -271,7 +271,7 @@ class Translator:
                 raise
             # The reference answers any failure while handling an event with this Error; never fatal.
             self.log.exception("failed to handle upstream event %s", type(event).__name__)
-            self._send_error(session_update.UNMAPPED_UPSTREAM_CODE, session_update.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
 
     def timer_fired(self, now: float) -> None:
         self._now = now
@@ -312,7 +312,7 @@ class Translator:
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("upstream closed (code %s, reason %r)", code, session_update.sanitize_reason(reason))
+        self.log.info("upstream closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         self._upstream_gone = True
         self._clear_timers()
         self._report_suppressed()
@@ -321,14 +321,14 @@ class Translator:
             if self._setup not in FLOWING:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
                 self._send_error(
-                    session_update.CLOSED_BEFORE_READY_CODE,
-                    session_update.closed_before_ready_description(code, reason),
+                    error_codes.CLOSED_BEFORE_READY_CODE,
+                    error_codes.closed_before_ready_description(code, reason),
                 )
         return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("client closed (code %s, reason %r)", code, session_update.sanitize_reason(reason))
+        self.log.info("client closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         if not self._client_gone and self._upstream_usable():
             self._flush_commit_on_close()
         self._client_gone = True
@@ -377,9 +377,7 @@ class Translator:
         # Before decoding: every client message type has untyped fields that the mapping walks recursively.
         if too_deep(frame):
             self._peer_warning("client JSON nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(frame))
-            self._send_error(
-                session_update.TOO_DEEP_CLIENT_CODE, session_update.too_deep_client_description(MAX_JSON_DEPTH)
-            )
+            self._send_error(error_codes.TOO_DEEP_CLIENT_CODE, error_codes.too_deep_client_description(MAX_JSON_DEPTH))
             return
         try:
             message = component.client_message_decoder.decode(frame)
@@ -396,13 +394,11 @@ class Translator:
                 raise
             # Never let one message take the connection (or the process) down, as the reference can.
             self.log.exception("failed to handle client %s", type(message).__name__)
-            self._send_error(
-                session_update.CLIENT_MESSAGE_FAILED_CODE, session_update.CLIENT_MESSAGE_FAILED_DESCRIPTION
-            )
+            self._send_error(error_codes.CLIENT_MESSAGE_FAILED_CODE, error_codes.CLIENT_MESSAGE_FAILED_DESCRIPTION)
 
     def _reject_unparsable(self, frame: str) -> None:
         self._peer_warning("client text frame is not a JSON object (%d chars)", len(frame))
-        self._send_error(session_update.UNPARSABLE_CLIENT_CODE, session_update.UNPARSABLE_CLIENT_DESCRIPTION)
+        self._send_error(error_codes.UNPARSABLE_CLIENT_CODE, error_codes.UNPARSABLE_CLIENT_DESCRIPTION)
 
     def _on_other_json(self, frame: str) -> None:
         """A JSON object or array whose ``type`` is missing, not a string or not one we accept (§5.5)."""
@@ -424,9 +420,9 @@ class Translator:
             self.log.info("forwarding client JSON of type %r upstream (passthrough)", type_value)
             self.to_upstream.append(frame)
             return
-        type_name = session_update.describe_client_type(type_value)
+        type_name = error_codes.describe_client_type(type_value)
         self._peer_warning("disallowed client message type %r", type_name[:100])
-        self._send_error(session_update.DISALLOWED_CODE, session_update.disallowed_description(type_name))
+        self._send_error(error_codes.DISALLOWED_CODE, error_codes.disallowed_description(type_name))
 
     def _on_keepalive(self, message: component.KeepAlive, frame: str) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
@@ -744,7 +740,7 @@ class Translator:
                 self._schedule_commit()
 
     def _on_text_delta(self, event: openai.ResponseOutputTextDelta, frame: Frame) -> None:
-        text = session_update.output_text_delta(event.delta)
+        text = upstream_text.output_text_delta(event.delta)
         turn = self._turn
         if text and turn.text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
             turn.text_parts.append(text)
@@ -752,7 +748,7 @@ class Translator:
 
     def _on_text_done(self, event: openai.ResponseOutputTextDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        text = session_update.output_text_done_text(event, self._turn.take_text())
+        text = upstream_text.output_text_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         self._end_response()
         # Fix: decided for the finishing response, before any follow-up response.create (the reference decides
@@ -763,7 +759,7 @@ class Translator:
         self._flush_idle_error()
 
     def _on_response_done(self, event: openai.ResponseDone, frame: Frame) -> None:
-        text = session_update.response_done_text(event, self._turn.take_text())
+        text = upstream_text.response_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         status = event.response.get("status") if isinstance(event.response, dict) else None
         self.log.info("response done (status %r)", status)
@@ -777,18 +773,18 @@ class Translator:
             self._start_response()  # the upstream created it (VAD turn)
 
     def _on_transcript_done(self, event: openai.ResponseOutputAudioTranscriptDone, frame: Frame) -> None:
-        transcript = session_update.transcript_done_text(event)
-        self._emit_fallback_text(session_update.js_trim(transcript), transcript)
+        transcript = upstream_text.transcript_done_text(event)
+        self._emit_fallback_text(javascript.js_trim(transcript), transcript)
 
     def _on_function_call_arguments_done(self, event: openai.ResponseFunctionCallArgumentsDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        self.to_client.append(component.encode(session_update.function_call_request(event)))
+        self.to_client.append(component.encode(upstream_text.function_call_request(event)))
 
     def _on_speech_started(self, event: openai.InputAudioBufferSpeechStarted, frame: Frame) -> None:
         self.to_client.append(component.USER_STARTED_SPEAKING)
 
     def _on_speech_stopped(self, event: openai.InputAudioBufferSpeechStopped, frame: Frame) -> None:
-        self.to_client.append(component.encode(session_update.utterance_end(event)))
+        self.to_client.append(component.encode(upstream_text.utterance_end(event)))
 
     def _on_transcription_delta(self, event: openai.InputAudioTranscriptionDelta, frame: Frame) -> None:
         key = event.item_id if isinstance(event.item_id, str) else ""
@@ -797,19 +793,19 @@ class Translator:
         self._transcripts[key] = text
         if len(self._transcripts) > MAX_TRANSCRIPT_ITEMS:
             self._transcripts.popitem(last=False)
-        self.to_client.append(component.encode(session_update.transcript_message(event, text, final=False)))
+        self.to_client.append(component.encode(upstream_text.transcript_message(event, text, final=False)))
 
     def _on_transcription_completed(self, event: openai.InputAudioTranscriptionCompleted, frame: Frame) -> None:
         if event.item_id and isinstance(event.item_id, str):
             self._transcripts.pop(event.item_id, None)
         text = event.transcript if isinstance(event.transcript, str) else ""
-        self.to_client.append(component.encode(session_update.transcript_message(event, text, final=True)))
+        self.to_client.append(component.encode(upstream_text.transcript_message(event, text, final=True)))
 
     def _on_transcription_failed(self, event: openai.InputAudioTranscriptionFailed, frame: Frame) -> None:
         self.log.info("input audio transcription failed for item %s", event.item_id)
 
     def _on_error(self, event: openai.ErrorEvent, frame: Frame) -> None:
-        error = session_update.error_from_upstream(event.error)
+        error = error_codes.error_from_upstream(event.error)
         code = error.code
         if code == "conversation_already_has_active_response":
             self.log.info("upstream error %s (not forwarded)", code)
@@ -873,7 +869,7 @@ class Translator:
         return True
 
     def _assistant_item_text(self, item: openai.Item | None, item_id: str | None) -> None:
-        text = session_update.assistant_item_text(item)
+        text = upstream_text.assistant_item_text(item)
         if text is None:
             return
         if item_id is not None and item_id in self._assistant_text_item_ids:
@@ -882,11 +878,11 @@ class Translator:
             self._assistant_text_item_ids[item_id] = None
             if len(self._assistant_text_item_ids) > MAX_REMEMBERED_ITEM_IDS:
                 self._assistant_text_item_ids.popitem(last=False)
-        if session_update.js_trim(text) == self._turn.last_text:
+        if javascript.js_trim(text) == self._turn.last_text:
             return  # the same text already went out as a fallback
         self.to_client.append(component.encode(component.ConversationText(role="assistant", content=text)))
         self._turn.text_emitted = True
-        self._turn.last_text = session_update.js_trim(text)
+        self._turn.last_text = javascript.js_trim(text)
 
     def _log_only(self, event: Any, frame: Frame) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
@@ -933,7 +929,7 @@ class Translator:
     def _overflow(self, when: str) -> None:
         self._peer_warning("client queue overflow %s; closing", when)
         self._send_error(
-            session_update.QUEUE_OVERFLOW_CODE,
+            error_codes.QUEUE_OVERFLOW_CODE,
             f"Too many client messages arrived {when}; the proxy closed the connection.",
         )
         self._fatal = Close(POLICY_VIOLATION, "client queue overflow")
