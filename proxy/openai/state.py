@@ -31,6 +31,10 @@ one response).
 CREATE_SENT: AWAITING -> NONE (the upstream completed the output item, or the watchdog fired, and no response is
 active).
 
+``UpstreamLeg``: CONNECTING -> OPEN (upstream_opened) -> GONE, or CONNECTING -> GONE (failed); opening twice is
+:class:`TranslatorMisuse`. ``ClientLeg``: CONNECTED -> GONE. ``TurnDetection`` (manual commit or server VAD) is
+set once, by the Settings that is forwarded; MANUAL until then.
+
 ``Turn`` (text/audio turn bookkeeping): one object per response, replaced at every START; its flags stay with the
 response that ended until the next one starts.
 
@@ -53,6 +57,22 @@ class TranslatorMisuse(RuntimeError):
 
 class IllegalTransition(RuntimeError):
     """A machine was asked for a transition its table does not list: a bug in the translator."""
+
+
+class UpstreamLeg(enum.Enum):
+    CONNECTING = enum.auto()  # client frames are queued (bounded) until the upstream opens
+    OPEN = enum.auto()
+    GONE = enum.auto()  # closed or failed (before or after opening): nothing more is sent or handled
+
+
+class ClientLeg(enum.Enum):
+    CONNECTED = enum.auto()
+    GONE = enum.auto()
+
+
+class TurnDetection(enum.Enum):
+    MANUAL = enum.auto()  # the proxy commits the input audio buffer (debounce, coalesce, thresholds)
+    SERVER_VAD = enum.auto()  # the upstream detects turns and creates responses
 
 
 class Setup(enum.Enum):
@@ -147,9 +167,9 @@ class Turn:
 class Snapshot:
     """The translator's machines and counts at one moment (for invariant checks and debugging)."""
 
-    upstream_open: bool
-    upstream_gone: bool
-    client_gone: bool
+    upstream: UpstreamLeg
+    client: ClientLeg
+    detection: TurnDetection
     setup: Setup
     response: Response
     tool_result: ToolResult
@@ -166,7 +186,7 @@ class Snapshot:
 def illegal_combinations(state: Snapshot) -> list[str]:
     """The rules that hold between the machines after every event; returns the ones broken (empty: legal)."""
     broken = []
-    if state.preopen_frames and state.upstream_open:
+    if state.preopen_frames and state.upstream is UpstreamLeg.OPEN:
         broken.append("client frames still queued for an upstream that is open")
     if (state.held_messages or state.held_audio) and state.setup in FLOWING:
         broken.append("messages or audio held although the session is ready")
@@ -177,11 +197,13 @@ def illegal_combinations(state: Snapshot) -> list[str]:
     if state.coalesce_at is not None and state.uncommitted_bytes <= 0:
         broken.append("commit deadline armed with nothing to commit")
     armed = (state.debounce_at, state.coalesce_at, state.watchdog_at)
-    if any(at is not None for at in armed) and (state.client_gone or state.upstream_gone or not state.upstream_open):
+    if any(at is not None for at in armed) and (
+        state.client is ClientLeg.GONE or state.upstream is not UpstreamLeg.OPEN
+    ):
         broken.append("a deadline armed while a leg is not open")
-    if state.setup in CONFIGURED and not state.upstream_open:
+    if state.setup in CONFIGURED and state.upstream is UpstreamLeg.CONNECTING:
         broken.append("session.update sent before the upstream opened")
-    if state.response is Response.ACTIVE and not state.upstream_open:
+    if state.response is Response.ACTIVE and state.upstream is UpstreamLeg.CONNECTING:
         broken.append("a response active before the upstream opened")
     if state.replies_owed < 0:
         broken.append("negative replies owed")

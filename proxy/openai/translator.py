@@ -40,6 +40,7 @@ from .state import (
     RESPONSE_TRANSITIONS,
     SETUP_TRANSITIONS,
     TOOL_RESULT_TRANSITIONS,
+    ClientLeg,
     Response,
     ResponseEvent,
     Setup,
@@ -49,6 +50,8 @@ from .state import (
     ToolResultEvent,
     TranslatorMisuse,
     Turn,
+    TurnDetection,
+    UpstreamLeg,
     advance,
 )
 
@@ -121,16 +124,15 @@ class Translator:
         self._now = 0.0
         self._fatal: Close | None = None
         # Legs.
-        self._upstream_open = False
-        self._upstream_gone = False
-        self._client_gone = False
+        self._upstream = UpstreamLeg.CONNECTING
+        self._client = ClientLeg.CONNECTED
         self._preopen: deque[Frame] = deque()
         self._preopen_bytes = 0
         # Session (the machines are described in proxy/openai/state.py).
         self._setup = Setup.WAITING
         self._greeting: str | None = None
         self._had_context = False
-        self._server_vad = False
+        self._detection = TurnDetection.MANUAL
         self._pending_messages: deque[tuple[component.InjectUserMessage | component.FunctionCallResponse, int]] = (
             deque()
         )
@@ -217,12 +219,12 @@ class Translator:
     # SessionCore
 
     def upstream_opened(self, now: float) -> None:
-        if self._upstream_open:
+        if self._upstream is UpstreamLeg.OPEN:
             raise TranslatorMisuse("upstream_opened called twice")
         self._now = now
-        if self._upstream_gone or self._client_gone:
+        if self._upstream is UpstreamLeg.GONE or self._client is ClientLeg.GONE:
             return
-        self._upstream_open = True
+        self._upstream = UpstreamLeg.OPEN
         self.log.info("upstream open; replaying %d queued client frame(s)", len(self._preopen))
         queued, self._preopen = self._preopen, deque()
         self._preopen_bytes = 0
@@ -233,9 +235,14 @@ class Translator:
 
     def client_message(self, message: Frame, now: float) -> None:
         self._now = now
-        if self._client_gone or self._upstream_gone or self._fatal is not None or not message:
+        if (
+            self._client is ClientLeg.GONE
+            or self._upstream is UpstreamLeg.GONE
+            or self._fatal is not None
+            or not message
+        ):
             return
-        if not self._upstream_open:
+        if self._upstream is UpstreamLeg.CONNECTING:
             # Fix: bounded. The reference queues without limit until the upstream opens.
             if (
                 len(self._preopen) >= self.options.max_preopen_frames
@@ -250,7 +257,7 @@ class Translator:
 
     def upstream_message(self, message: Frame, now: float) -> None:
         self._now = now
-        if self._client_gone or self._upstream_gone:
+        if self._client is ClientLeg.GONE or self._upstream is UpstreamLeg.GONE:
             return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
         try:
             event = openai.decode_server_event(message)
@@ -300,23 +307,23 @@ class Translator:
 
     def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
         self._now = now
-        self._upstream_gone = True
+        self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         code, description = failure.error()
         if failure.kind is not FailureKind.PROTOCOL:  # a protocol fault was logged by the shell, once
             self.log.error("upstream unavailable: %s", code)
         self._report_suppressed()
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self._send_error(code, description)
         return failure.close()
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
         self.log.info("upstream closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
-        self._upstream_gone = True
+        self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         self._report_suppressed()
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self._flush_idle_error()
             if self._setup not in FLOWING:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
@@ -329,9 +336,9 @@ class Translator:
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
         self.log.info("client closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
-        if not self._client_gone and self._upstream_usable():
+        if self._client is ClientLeg.CONNECTED and self._upstream_usable():
             self._flush_commit_on_close()
-        self._client_gone = True
+        self._client = ClientLeg.GONE
         self._clear_timers()
         self._report_suppressed()
         return relay_close(code, reason, self._redact)
@@ -350,9 +357,9 @@ class Translator:
     def snapshot(self) -> Snapshot:
         """The machines and counts now (see :func:`proxy.openai.state.illegal_combinations`)."""
         return Snapshot(
-            upstream_open=self._upstream_open,
-            upstream_gone=self._upstream_gone,
-            client_gone=self._client_gone,
+            upstream=self._upstream,
+            client=self._client,
+            detection=self._detection,
             setup=self._setup,
             response=self._response,
             tool_result=self._tool_result,
@@ -443,13 +450,12 @@ class Translator:
             return
         update = session_update.session_update_event(message)
         self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SETTINGS_FORWARDED)
-        self._server_vad = session_update.uses_server_vad(update.session)
+        vad = session_update.uses_server_vad(update.session)
+        self._detection = TurnDetection.SERVER_VAD if vad else TurnDetection.MANUAL
         self._had_context = session_update.has_context(message)
         self._greeting = session_update.greeting(message)
         self.to_upstream.append(openai.encode(update))
-        self.log.info(
-            "session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), self._server_vad
-        )
+        self.log.info("session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), vad)
 
     def _on_inject_frame(self, message: component.InjectUserMessage, frame: str) -> None:
         if self._setup not in FLOWING:
@@ -516,7 +522,7 @@ class Translator:
             self._pending_audio.append(data)
             self._pending_audio_bytes += len(data)
             return
-        if self._append_audio(data) and not self._server_vad:
+        if self._append_audio(data) and self._detection is TurnDetection.MANUAL:
             self._schedule_commit()
 
     def _append_audio(self, data: bytes) -> bool:
@@ -531,7 +537,7 @@ class Translator:
             for start in range(0, len(out), MAX_AUDIO_BYTES_PER_APPEND):
                 chunk = out[start : start + MAX_AUDIO_BYTES_PER_APPEND]
                 self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=chunk)))
-        if not self._server_vad:
+        if self._detection is TurnDetection.MANUAL:
             self._uncommitted += len(out)
         return True
 
@@ -552,7 +558,7 @@ class Translator:
 
     def _commit_if_eligible(self) -> bool:
         if (
-            self._server_vad
+            self._detection is TurnDetection.SERVER_VAD
             or self._uncommitted <= 0
             or self._uncommitted < self._threshold()
             or self._response is Response.ACTIVE
@@ -581,14 +587,14 @@ class Translator:
         self._uncommitted += size
 
     def _rearm_commit_after_response(self) -> None:
-        if self._server_vad or self._uncommitted <= 0 or not self._upstream_usable():
+        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or not self._upstream_usable():
             return
         if self._uncommitted < MIN_AUDIO_BYTES_FOR_COMMIT:
             self._pad_audio(MIN_AUDIO_BYTES_FOR_COMMIT - self._uncommitted)
         self._schedule_commit()
 
     def _flush_commit_on_close(self) -> None:
-        if self._server_vad or self._uncommitted <= 0 or self._response is Response.ACTIVE:
+        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or self._response is Response.ACTIVE:
             return
         self._debounce_at = self._coalesce_at = None
         if self._uncommitted < self._threshold():
@@ -736,7 +742,7 @@ class Translator:
                     self.dropped_audio_frames,
                     self.dropped_audio_bytes,
                 )
-            if not self._server_vad and self._uncommitted > 0:
+            if self._detection is TurnDetection.MANUAL and self._uncommitted > 0:
                 self._schedule_commit()
 
     def _on_text_delta(self, event: openai.ResponseOutputTextDelta, frame: Frame) -> None:
@@ -769,7 +775,7 @@ class Translator:
         self._flush_idle_error()  # Fix: the reference flushes a buffered idle_timeout only on output_text.done
 
     def _on_response_created(self, event: openai.ResponseCreated, frame: Frame) -> None:
-        if self._server_vad and self._response is Response.IDLE:
+        if self._detection is TurnDetection.SERVER_VAD and self._response is Response.IDLE:
             self._start_response()  # the upstream created it (VAD turn)
 
     def _on_transcript_done(self, event: openai.ResponseOutputAudioTranscriptDone, frame: Frame) -> None:
@@ -900,7 +906,7 @@ class Translator:
     # Helpers
 
     def _upstream_usable(self) -> bool:
-        return self._upstream_open and not self._upstream_gone
+        return self._upstream is UpstreamLeg.OPEN
 
     def _clear_timers(self) -> None:
         self._debounce_at = self._coalesce_at = self._watchdog_at = None
@@ -910,7 +916,7 @@ class Translator:
         return component.encode(component.Error(description=self._redact(description), code=self._redact(code)))
 
     def _send_error(self, code: str, description: str) -> None:
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self.to_client.append(self._error_frame(code, description))
 
     def _peer_warning(self, message: str, *args: object, level: int = logging.WARNING) -> None:
