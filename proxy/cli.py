@@ -39,6 +39,7 @@ _LIMIT_HELP: dict[str, str] = {
     "max_connections_per_ip": "connections from one client address (default 64)",
     "handshake_timeout_s": "seconds from accept to a complete request head and its answer (default 10)",
     "drain_timeout_s": "seconds sessions may go on after SIGTERM before they get 1001 (default 20)",
+    "max_session_s": "seconds one session may last before the proxy ends it cleanly (default 3540)",
     "shutdown_grace_s": "seconds sessions get to finish their 1001 close after the drain (default 5)",
     "max_fragments_per_message": "frames in one WebSocket message, empty ones included; more: close 1008 (default 128)",
     "max_control_frames_per_s": "pings and pongs a peer may send per second; more: close 1008 (default 20)",

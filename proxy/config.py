@@ -100,7 +100,8 @@ class Limits:
     close_timeout_s: float = 2.0
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
-    # OpenAI ends sessions at 60 minutes; we end them first, cleanly, with an Error the component understands.
+    # OpenAI ends sessions at 60 minutes; we end them first, cleanly, with an Error the component understands
+    # (a close with a reason alone where the route's protocol has no Error).
     max_session_s: float = 59 * 60.0
     #: After SIGTERM: how long open sessions may go on while the listener keeps answering (503 to new upgrades).
     drain_timeout_s: float = 20.0
@@ -419,6 +420,7 @@ LIMIT_SETTINGS: dict[str, tuple[str, str, Callable[[str, str], float]]] = {
     "handshake_timeout_s": ("--handshake-timeout", "PROXY_HANDSHAKE_TIMEOUT", positive_seconds),
     "drain_timeout_s": ("--drain-timeout", "PROXY_DRAIN_TIMEOUT_S", seconds),
     "shutdown_grace_s": ("--shutdown-grace", "PROXY_SHUTDOWN_GRACE_S", seconds),
+    "max_session_s": ("--max-session-duration", "PROXY_MAX_SESSION_DURATION_S", positive_seconds),
     "max_fragments_per_message": ("--max-fragments-per-message", "PROXY_MAX_FRAGMENTS_PER_MESSAGE", positive_int),
     "max_control_frames_per_s": ("--max-control-frames-per-s", "PROXY_MAX_CONTROL_FRAMES_PER_S", parse_rate),
     "client_max_message_bytes": ("--client-max-message-bytes", "PROXY_CLIENT_MAX_MESSAGE_BYTES", positive_int),

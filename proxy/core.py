@@ -11,6 +11,7 @@ shell.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -34,6 +35,20 @@ MAX_REASON_BYTES = 123
 # protocol error, invalid data, message too big, missing extension). proxy/ws sends them to the peer at fault; they
 # never cross the proxy, where they would blame the innocent peer on the other leg.
 _LEG_ONLY: frozenset[int] = frozenset({PROTOCOL_ERROR, INVALID_DATA, MESSAGE_TOO_BIG, 1010})
+
+
+#: The environment variable of the strict switch (see :func:`strict`).
+STRICT_VARIABLE = "PROXY_STRICT"
+
+
+def strict() -> bool:
+    """Whether a core's containment boundary re-raises (``PROXY_STRICT=1``) instead of answering an ``Error``.
+
+    In production a bug in one handler costs the client one ``Error`` and the session goes on (as the reference
+    behaves). The test suite turns this on so that the same bug fails the test that met it: an ``Error`` frame is
+    a legal outcome for many tests, a raised exception never is. Read when a handler fails, never on the hot path.
+    """
+    return os.environ.get(STRICT_VARIABLE, "") == "1"
 
 
 class Close(NamedTuple):
@@ -84,6 +99,22 @@ def upstream_fault(code: int | None, by_peer: bool) -> UpstreamFailure | None:
     return UpstreamFailure(FailureKind.PROTOCOL, close_code=code)
 
 
+def upstream_ended(
+    core: SessionCore, code: int | None, reason: str | None, by_peer: bool, now: float
+) -> tuple[Close, UpstreamFailure | None]:
+    """Tell ``core`` how its open upstream leg ended, with the blame policy applied; returns the client's close and
+    the failure, if the upstream was cut off for breaking the protocol or a limit.
+
+    An upstream that sent a message over the size limit was closed by proxy/ws with 1009; that code, and the other
+    leg-only ones, is the upstream's fault: the core reports an upstream failure (an ``Error`` where the client's
+    protocol has one, then 1011), never a close that would blame the client. Any other end is relayed.
+    """
+    fault = upstream_fault(code, by_peer)
+    if fault is not None:
+        return core.upstream_failed(fault, now), fault
+    return core.upstream_closed(code, reason, now), None
+
+
 def client_fault(code: int | None, by_peer: bool) -> bool:
     """Whether the client leg closed because the client broke the protocol or a limit (proxy/ws closed it)."""
     return not by_peer and code in _LEG_ONLY
@@ -132,6 +163,13 @@ class UpstreamFailure:
         return Close(INTERNAL_ERROR, "Upstream unavailable")
 
 
+#: The component ``Error`` (code, description) for a session that reached the proxy's maximum duration: the
+#: component treats this code as an expected end. Only routes whose protocol has an ``Error`` message send it.
+SESSION_EXPIRED_ERROR: tuple[str, str] = ("session_max_duration", "The session reached the proxy's maximum duration.")
+#: How both legs close when the maximum duration is reached: (client close, upstream close).
+SESSION_EXPIRED_CLOSES: tuple[Close, Close] = (Close(NORMAL, "Maximum session duration"), Close(NORMAL))
+
+
 class SessionCore(Protocol):
     """What the Trio shell needs from a protocol core. All methods are synchronous and never block."""
 
@@ -164,6 +202,10 @@ class SessionCore(Protocol):
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         """The client closed (``code`` None: the connection dropped). Returns how to close the upstream."""
+
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        """The session reached its maximum duration (the shell keeps the time). Queues what the client's protocol
+        says about it and returns the closes for (client, upstream)."""
 
     def fatal(self) -> Close | None:
         """A close the core asks for on both legs (for example after a protocol violation), else None."""

@@ -39,9 +39,8 @@ from .core import (
     SessionCore,
     UpstreamFailure,
     client_fault,
-    upstream_fault,
+    upstream_ended,
 )
-from .protocol import component
 from .transport import SocketTransport
 from .ws import ConnectionClosed, ConnectionRejected, HandshakeFailed, WebSocket, connect
 
@@ -438,7 +437,20 @@ class Session:
         if failure is not None and not self._ending:
             self._upstream_failed(failure)
 
-    def _upstream_failed(self, failure: UpstreamFailure, detail: str | None = None) -> None:
+    def _upstream_failed(self, failure: UpstreamFailure) -> None:
+        self._count_failure(failure, None)
+        self._end(self._feed_close(lambda _c, _r, now: self._core.upstream_failed(failure, now), None, None), None)
+
+    def _upstream_ended(self, code: int | None, reason: str | None, by_peer: bool) -> None:
+        """The open upstream leg ended; the blame policy (proxy/core.py) decides what the client is told."""
+        ended: list[tuple[Close, UpstreamFailure | None]] = []
+        self._feed(lambda now: ended.append(upstream_ended(self._core, code, reason, by_peer, now)))
+        close, failure = ended[0]
+        if failure is not None:
+            self._count_failure(failure, reason)
+        self._end(close, None)
+
+    def _count_failure(self, failure: UpstreamFailure, detail: str | None) -> None:
         code, _ = failure.error()
         self.stats.upstream_failures[code] = self.stats.upstream_failures.get(code, 0) + 1
         if failure.kind is FailureKind.PROTOCOL:
@@ -450,7 +462,6 @@ class Session:
             )
         else:
             log.warning("%s: upstream unavailable (%s)", self._label, code)
-        self._end(self._feed_close(lambda _c, _r, now: self._core.upstream_failed(failure, now), None, None), None)
 
     async def _upstream_reader(self, upstream: WebSocket) -> None:
         core = self._core
@@ -463,12 +474,7 @@ class Session:
             except ConnectionClosed as exc:
                 if not self._ending:
                     closed = exc.reason
-                    fault = upstream_fault(closed.code, closed.by_peer)
-                    if fault is not None:
-                        # Our own 1002/1007/1009 to an upstream that broke the protocol: the client is not to blame.
-                        self._upstream_failed(fault, closed.reason)
-                    else:
-                        self._end(self._feed_close(core.upstream_closed, closed.code, closed.reason), None)
+                    self._upstream_ended(closed.code, closed.reason, closed.by_peer)
                 return
             if self._ending:
                 continue
@@ -494,17 +500,10 @@ class Session:
         if self._ending:
             return
         log.info("%s: maximum session duration reached", self._label)
-        self._to_client.extend(
-            [
-                component.encode(
-                    component.Error(
-                        description="The session reached the proxy's maximum duration.",
-                        code="session_max_duration",
-                    )
-                )
-            ]
-        )
-        self._end(Close(NORMAL, "Maximum session duration"), Close(NORMAL))
+        # What the client is told (an Error, or only the close where its protocol has no Error) is the core's word.
+        closes: list[tuple[Close, Close]] = []
+        self._feed(lambda now: closes.append(self._core.session_expired(now)))
+        self._end(*closes[0])
 
     async def _keepalive(self, ws: WebSocket, leg: str) -> None:
         """Ping ``leg`` every ``ping_interval_s``; end the session if the peer shows no life for ``ping_timeout_s``.

@@ -136,8 +136,9 @@ def log_text(caplog: pytest.LogCaptureFixture) -> str:
     return caplog.text + "\n".join(fields)
 
 
+@pytest.mark.provokes_internal_error
 def test_every_log_record_is_redacted_message_arguments_and_exception(
-    redacted_logs: pytest.LogCaptureFixture,
+    redacted_logs: pytest.LogCaptureFixture, internal_errors: list[logging.LogRecord]
 ) -> None:
     log = logging.getLogger("proxy.test")
     log.warning("upstream said %s (%r)", OPENAI_KEY, {"key": DEEPGRAM_KEY})
@@ -149,6 +150,7 @@ def test_every_log_record_is_redacted_message_arguments_and_exception(
     assert len(redacted_logs.records) == 3
     assert "ValueError: bad token" in redacted_logs.text
     assert not leaked(log_text(redacted_logs))
+    assert [record.getMessage() for record in internal_errors] == ["failed"]
 
 
 def test_a_record_made_without_the_factory_is_redacted_by_the_handler_filter() -> None:

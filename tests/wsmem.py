@@ -208,5 +208,17 @@ class RelayCore:
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         return relay_close(code, reason)
 
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        self.to_client.append(
+            json.dumps(
+                {
+                    "type": "Error",
+                    "description": "The session reached the proxy's maximum duration.",
+                    "code": "session_max_duration",
+                }
+            )
+        )
+        return Close(1000, "Maximum session duration"), Close(1000)
+
     def fatal(self) -> Close | None:
         return None

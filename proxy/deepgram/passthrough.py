@@ -3,7 +3,8 @@
 Text stays text and binary stays binary; no frame is parsed on the hot path. Client frames that arrive before
 the upstream handshake completes are held in a bounded FIFO and flushed, in order, when it does. The only frame
 the core ever adds is the reference's optional one-shot synthetic ``AgentAudioDone``, and an ``Error`` when the
-upstream cannot be reached (Voice Agent only: the Listen protocol has no Error message).
+upstream cannot be reached or the session reaches its maximum duration (Voice Agent only: the Listen protocol has
+no Error message, so a Listen client learns why from the close code and reason alone).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 
 import msgspec
 
-from ..core import POLICY_VIOLATION, Close, Frame, UpstreamFailure, relay_close
+from ..core import (
+    POLICY_VIOLATION,
+    SESSION_EXPIRED_CLOSES,
+    SESSION_EXPIRED_ERROR,
+    Close,
+    Frame,
+    UpstreamFailure,
+    relay_close,
+)
 from ..protocol import component
 from ..redact import SHAPES_ONLY, Redactor
 from .policy import Service
@@ -184,6 +193,13 @@ class Passthrough:
         self._pending.clear()  # never flushed: an upstream that opens after this gets nothing
         self._pending_bytes = 0
         return relay_close(code, reason, self._redact)
+
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        self._log.info("maximum session duration reached")
+        if self._service is Service.AGENT:  # Listen has no Error message: its client gets the close alone
+            code, description = SESSION_EXPIRED_ERROR
+            self.to_client.append(component.encode(component.Error(description=description, code=code)))
+        return SESSION_EXPIRED_CLOSES
 
     def fatal(self) -> Close | None:
         return self._fatal

@@ -18,13 +18,42 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ..audio import Resampler16kTo24k
-from ..core import POLICY_VIOLATION, Close, FailureKind, Frame, UpstreamFailure, relay_close
-from ..protocol import component as cp
-from ..protocol import openai as oa
+from ..core import (
+    POLICY_VIOLATION,
+    SESSION_EXPIRED_CLOSES,
+    SESSION_EXPIRED_ERROR,
+    Close,
+    FailureKind,
+    Frame,
+    UpstreamFailure,
+    relay_close,
+    strict,
+)
+from ..protocol import component, openai
 from ..protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from ..ratelimit import WarningLimiter
 from ..redact import SHAPES_ONLY, Redactor
-from . import session_update as su
+from . import error_codes, javascript, session_update, upstream_text
+from .state import (
+    CONFIGURED,
+    FLOWING,
+    RESPONSE_TRANSITIONS,
+    SETUP_TRANSITIONS,
+    TOOL_RESULT_TRANSITIONS,
+    ClientLeg,
+    Response,
+    ResponseEvent,
+    Setup,
+    SetupEvent,
+    Snapshot,
+    ToolResult,
+    ToolResultEvent,
+    TranslatorMisuse,
+    Turn,
+    TurnDetection,
+    UpstreamLeg,
+    advance,
+)
 
 LOGGER_NAME: Final = "proxy.openai"
 
@@ -95,112 +124,107 @@ class Translator:
         self._now = 0.0
         self._fatal: Close | None = None
         # Legs.
-        self._upstream_open = False
-        self._upstream_gone = False
-        self._client_gone = False
+        self._upstream = UpstreamLeg.CONNECTING
+        self._client = ClientLeg.CONNECTED
         self._preopen: deque[Frame] = deque()
         self._preopen_bytes = 0
-        # Session.
-        self._session_update_sent = False
-        self._ready = False
+        # Session (the machines are described in proxy/openai/state.py).
+        self._setup = Setup.WAITING
         self._greeting: str | None = None
         self._had_context = False
-        self._server_vad = False
-        self._pending_messages: deque[tuple[cp.InjectUserMessage | cp.FunctionCallResponse, int]] = deque()
+        self._detection = TurnDetection.MANUAL
+        self._pending_messages: deque[tuple[component.InjectUserMessage | component.FunctionCallResponse, int]] = (
+            deque()
+        )
         self._pending_messages_bytes = 0
         self._pending_audio: deque[bytes] = deque()
         self._pending_audio_bytes = 0
         # Microphone audio (manual-commit bookkeeping in 24 kHz bytes).
         self._resampler = Resampler16kTo24k()
         self._uncommitted = 0
-        self._first_commit_done = False
+        self._first_commit_done = False  # the first commit needs 1 s of audio, later ones 100 ms
         self._debounce_at: float | None = None
         self._coalesce_at: float | None = None
         # Responses.
-        self._active = False
-        self._deferred = False
+        self._response = Response.IDLE
+        self._tool_result = ToolResult.NONE
         self._watchdog_at: float | None = None
-        self._started_speaking = False
-        self._agent_done = False
-        self._audio_seen = False
-        self._text_emitted = False
-        self._last_text: str | None = None
-        self._text_parts: list[str] = []
-        self._text_chars = 0
+        self._turn = Turn()
         self._idle_error: str | None = None
         # Injected messages: ids awaiting acknowledgement, ids already counted (with their lifecycle stage).
         self._inject_seq = 0
         self._awaiting_ack: OrderedDict[str, None] = OrderedDict()
         self._counted_ids: OrderedDict[str, int] = OrderedDict()
         self._replies_owed = 0  # acknowledged injects not yet answered by a response
-        self._ct_item_ids: OrderedDict[str, None] = OrderedDict()
+        self._assistant_text_item_ids: OrderedDict[str, None] = OrderedDict()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
-        self._raw: Frame = ""
 
         self._client_handlers: dict[type[Any], Callable[[Any, str], None]] = {
-            cp.Settings: self._on_settings,
-            cp.InjectUserMessage: self._on_inject_frame,
-            cp.FunctionCallResponse: self._on_function_call_response_frame,
-            cp.KeepAlive: self._on_keepalive,
+            component.Settings: self._on_settings,
+            component.InjectUserMessage: self._on_inject_frame,
+            component.FunctionCallResponse: self._on_function_call_response_frame,
+            component.KeepAlive: self._on_keepalive,
         }
-        self._upstream_handlers: dict[type[Any], Callable[[Any], None]] = {
-            oa.ResponseOutputAudioDelta: self._on_audio_delta,
-            oa.SessionCreated: self._log_only,
-            oa.SessionUpdated: self._on_session_updated,
-            oa.ConversationCreated: self._log_only,
-            oa.ConversationItemCreated: self._on_item,
-            oa.ConversationItemAdded: self._on_item,
-            oa.ConversationItemDone: self._on_item,
-            oa.ConversationItemRetrieved: self._log_only,
-            oa.ConversationItemDeleted: self._log_only,
-            oa.ConversationItemTruncated: self._log_only,
-            oa.InputAudioTranscriptionCompleted: self._on_transcription_completed,
-            oa.InputAudioTranscriptionDelta: self._on_transcription_delta,
-            oa.InputAudioTranscriptionFailed: self._on_transcription_failed,
-            oa.InputAudioTranscriptionSegment: self._log_only,
-            oa.ErrorEvent: self._on_error,
-            oa.InputAudioBufferCleared: self._log_only,
-            oa.InputAudioBufferCommitted: self._log_only,
-            oa.InputAudioBufferDtmfEventReceived: self._log_only,
-            oa.InputAudioBufferSpeechStarted: self._on_speech_started,
-            oa.InputAudioBufferSpeechStopped: self._on_speech_stopped,
-            oa.InputAudioBufferTimeoutTriggered: self._log_only,
-            oa.McpListToolsInProgress: self._log_only,
-            oa.McpListToolsCompleted: self._log_only,
-            oa.McpListToolsFailed: self._log_only,
-            oa.RateLimitsUpdated: self._log_only,
-            oa.ResponseContentPartAdded: self._log_only,
-            oa.ResponseContentPartDone: self._log_only,
-            oa.ResponseCreated: self._on_response_created,
-            oa.ResponseDone: self._on_response_done,
-            oa.ResponseFunctionCallArgumentsDelta: self._log_only,
-            oa.ResponseFunctionCallArgumentsDone: self._on_function_call_arguments_done,
-            oa.ResponseOutputAudioDone: self._on_audio_done,
-            oa.ResponseOutputAudioTranscriptDelta: self._log_only,
-            oa.ResponseOutputAudioTranscriptDone: self._on_transcript_done,
-            oa.ResponseOutputItemAdded: self._log_only,
-            oa.ResponseOutputItemDone: self._log_only,
-            oa.ResponseOutputTextAdded: self._log_only,
-            oa.ResponseOutputTextDelta: self._on_text_delta,
-            oa.ResponseOutputTextDone: self._on_text_done,
-            oa.OutputAudioBufferStarted: self._log_only,
-            oa.OutputAudioBufferStopped: self._log_only,
-            oa.OutputAudioBufferCleared: self._log_only,
-            oa.ResponseMcpCallArgumentsDelta: self._log_only,
-            oa.ResponseMcpCallArgumentsDone: self._log_only,
-            oa.ResponseMcpCallInProgress: self._log_only,
-            oa.ResponseMcpCallCompleted: self._log_only,
-            oa.ResponseMcpCallFailed: self._log_only,
+        self._upstream_handlers: dict[type[Any], Callable[[Any, Frame], None]] = {
+            openai.ResponseOutputAudioDelta: self._on_audio_delta,
+            openai.SessionCreated: self._log_only,
+            openai.SessionUpdated: self._on_session_updated,
+            openai.ConversationCreated: self._log_only,
+            openai.ConversationItemCreated: self._on_item,
+            openai.ConversationItemAdded: self._on_item,
+            openai.ConversationItemDone: self._on_item,
+            openai.ConversationItemRetrieved: self._log_only,
+            openai.ConversationItemDeleted: self._log_only,
+            openai.ConversationItemTruncated: self._log_only,
+            openai.InputAudioTranscriptionCompleted: self._on_transcription_completed,
+            openai.InputAudioTranscriptionDelta: self._on_transcription_delta,
+            openai.InputAudioTranscriptionFailed: self._on_transcription_failed,
+            openai.InputAudioTranscriptionSegment: self._log_only,
+            openai.ErrorEvent: self._on_error,
+            openai.InputAudioBufferCleared: self._log_only,
+            openai.InputAudioBufferCommitted: self._log_only,
+            openai.InputAudioBufferDtmfEventReceived: self._log_only,
+            openai.InputAudioBufferSpeechStarted: self._on_speech_started,
+            openai.InputAudioBufferSpeechStopped: self._on_speech_stopped,
+            openai.InputAudioBufferTimeoutTriggered: self._log_only,
+            openai.McpListToolsInProgress: self._log_only,
+            openai.McpListToolsCompleted: self._log_only,
+            openai.McpListToolsFailed: self._log_only,
+            openai.RateLimitsUpdated: self._log_only,
+            openai.ResponseContentPartAdded: self._log_only,
+            openai.ResponseContentPartDone: self._log_only,
+            openai.ResponseCreated: self._on_response_created,
+            openai.ResponseDone: self._on_response_done,
+            openai.ResponseFunctionCallArgumentsDelta: self._log_only,
+            openai.ResponseFunctionCallArgumentsDone: self._on_function_call_arguments_done,
+            openai.ResponseOutputAudioDone: self._on_audio_done,
+            openai.ResponseOutputAudioTranscriptDelta: self._log_only,
+            openai.ResponseOutputAudioTranscriptDone: self._on_transcript_done,
+            openai.ResponseOutputItemAdded: self._log_only,
+            openai.ResponseOutputItemDone: self._log_only,
+            openai.ResponseOutputTextAdded: self._log_only,
+            openai.ResponseOutputTextDelta: self._on_text_delta,
+            openai.ResponseOutputTextDone: self._on_text_done,
+            openai.OutputAudioBufferStarted: self._log_only,
+            openai.OutputAudioBufferStopped: self._log_only,
+            openai.OutputAudioBufferCleared: self._log_only,
+            openai.ResponseMcpCallArgumentsDelta: self._log_only,
+            openai.ResponseMcpCallArgumentsDone: self._log_only,
+            openai.ResponseMcpCallInProgress: self._log_only,
+            openai.ResponseMcpCallCompleted: self._log_only,
+            openai.ResponseMcpCallFailed: self._log_only,
         }
 
     # ===========================================================================================================
     # SessionCore
 
     def upstream_opened(self, now: float) -> None:
+        if self._upstream is UpstreamLeg.OPEN:
+            raise TranslatorMisuse("upstream_opened called twice")
         self._now = now
-        if self._upstream_gone or self._client_gone:
+        if self._upstream is UpstreamLeg.GONE or self._client is ClientLeg.GONE:
             return
-        self._upstream_open = True
+        self._upstream = UpstreamLeg.OPEN
         self.log.info("upstream open; replaying %d queued client frame(s)", len(self._preopen))
         queued, self._preopen = self._preopen, deque()
         self._preopen_bytes = 0
@@ -211,9 +235,14 @@ class Translator:
 
     def client_message(self, message: Frame, now: float) -> None:
         self._now = now
-        if self._client_gone or self._upstream_gone or self._fatal is not None or not message:
+        if (
+            self._client is ClientLeg.GONE
+            or self._upstream is UpstreamLeg.GONE
+            or self._fatal is not None
+            or not message
+        ):
             return
-        if not self._upstream_open:
+        if self._upstream is UpstreamLeg.CONNECTING:
             # Fix: bounded. The reference queues without limit until the upstream opens.
             if (
                 len(self._preopen) >= self.options.max_preopen_frames
@@ -228,36 +257,34 @@ class Translator:
 
     def upstream_message(self, message: Frame, now: float) -> None:
         self._now = now
-        if self._client_gone or self._upstream_gone:
+        if self._client is ClientLeg.GONE or self._upstream is UpstreamLeg.GONE:
             return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
         try:
-            event = oa.decode_server_event(message)
-        except (oa.MalformedEvent, RecursionError) as exc:
+            event = openai.decode_server_event(message)
+        except (openai.MalformedEvent, RecursionError) as exc:
             self._peer_warning("malformed upstream frame (%d chars): %s", len(message), exc)
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
         # Every event but the audio hot path has untyped fields that handlers and log lines walk recursively.
-        if type(event) is not oa.ResponseOutputAudioDelta and too_deep(message):
+        if type(event) is not openai.ResponseOutputAudioDelta and too_deep(message):
             self._peer_warning("upstream frame nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(message))
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
             return
-        handler = self._upstream_handlers.get(type(event))
-        self._raw = message
+        handler = self._upstream_handlers.get(type(event), self._on_unknown_event)
         try:
-            if handler is not None:
-                handler(event)
-            else:
-                self._on_unknown_event(event)
+            handler(event, message)
         except Exception:
+            if strict():
+                raise
             # The reference answers any failure while handling an event with this Error; never fatal.
             self.log.exception("failed to handle upstream event %s", type(event).__name__)
-            self._send_error(su.UNMAPPED_UPSTREAM_CODE, su.UNMAPPED_UPSTREAM_DESCRIPTION)
-        finally:
-            self._raw = ""
+            self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
 
     def timer_fired(self, now: float) -> None:
         self._now = now
-        # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others.
+        # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others, never re-arm
+        # one that is already due (a new deadline is always later than now), so three deadlines need at most three
+        # rounds; 8 is a safety margin that keeps a future bug from looping forever.
         for _ in range(8):
             due = [
                 (at, rank, fire)
@@ -280,41 +307,71 @@ class Translator:
 
     def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
         self._now = now
-        self._upstream_gone = True
+        self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         code, description = failure.error()
         if failure.kind is not FailureKind.PROTOCOL:  # a protocol fault was logged by the shell, once
             self.log.error("upstream unavailable: %s", code)
         self._report_suppressed()
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self._send_error(code, description)
         return failure.close()
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("upstream closed (code %s, reason %r)", code, su.sanitize_reason(reason))
-        self._upstream_gone = True
+        self.log.info("upstream closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
+        self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         self._report_suppressed()
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self._flush_idle_error()
-            if not self._ready:
+            if self._setup not in FLOWING:
                 self.log.warning("upstream closed before the session was ready (code %s)", code)
-                self._send_error(su.CLOSED_BEFORE_READY_CODE, su.closed_before_ready_description(code, reason))
+                self._send_error(
+                    error_codes.CLOSED_BEFORE_READY_CODE,
+                    error_codes.closed_before_ready_description(code, reason),
+                )
         return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
         self._now = now
-        self.log.info("client closed (code %s, reason %r)", code, su.sanitize_reason(reason))
-        if not self._client_gone and self._upstream_usable():
+        self.log.info("client closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
+        if self._client is ClientLeg.CONNECTED and self._upstream_usable():
             self._flush_commit_on_close()
-        self._client_gone = True
+        self._client = ClientLeg.GONE
         self._clear_timers()
         self._report_suppressed()
         return relay_close(code, reason, self._redact)
 
+    def session_expired(self, now: float) -> tuple[Close, Close]:
+        self._now = now
+        self.log.info("maximum session duration reached")
+        self._clear_timers()
+        self._report_suppressed()
+        self._send_error(*SESSION_EXPIRED_ERROR)
+        return SESSION_EXPIRED_CLOSES
+
     def fatal(self) -> Close | None:
         return self._fatal
+
+    def snapshot(self) -> Snapshot:
+        """The machines and counts now (see :func:`proxy.openai.state.illegal_combinations`)."""
+        return Snapshot(
+            upstream=self._upstream,
+            client=self._client,
+            detection=self._detection,
+            setup=self._setup,
+            response=self._response,
+            tool_result=self._tool_result,
+            preopen_frames=len(self._preopen),
+            held_messages=len(self._pending_messages),
+            held_audio=len(self._pending_audio),
+            uncommitted_bytes=self._uncommitted,
+            replies_owed=self._replies_owed,
+            debounce_at=self._debounce_at,
+            coalesce_at=self._coalesce_at,
+            watchdog_at=self._watchdog_at,
+        )
 
     # ===========================================================================================================
     # Client frames
@@ -327,10 +384,10 @@ class Translator:
         # Before decoding: every client message type has untyped fields that the mapping walks recursively.
         if too_deep(frame):
             self._peer_warning("client JSON nested more than %d levels (%d chars)", MAX_JSON_DEPTH, len(frame))
-            self._send_error(su.TOO_DEEP_CLIENT_CODE, su.too_deep_client_description(MAX_JSON_DEPTH))
+            self._send_error(error_codes.TOO_DEEP_CLIENT_CODE, error_codes.too_deep_client_description(MAX_JSON_DEPTH))
             return
         try:
-            message = cp.client_message_decoder.decode(frame)
+            message = component.client_message_decoder.decode(frame)
         except msgspec.ValidationError:  # JSON, but not one of ours (ValidationError subclasses DecodeError)
             self._on_other_json(frame)
             return
@@ -340,13 +397,15 @@ class Translator:
         try:
             self._client_handlers[type(message)](message, frame)
         except Exception:
+            if strict():
+                raise
             # Never let one message take the connection (or the process) down, as the reference can.
             self.log.exception("failed to handle client %s", type(message).__name__)
-            self._send_error(su.CLIENT_MESSAGE_FAILED_CODE, su.CLIENT_MESSAGE_FAILED_DESCRIPTION)
+            self._send_error(error_codes.CLIENT_MESSAGE_FAILED_CODE, error_codes.CLIENT_MESSAGE_FAILED_DESCRIPTION)
 
     def _reject_unparsable(self, frame: str) -> None:
         self._peer_warning("client text frame is not a JSON object (%d chars)", len(frame))
-        self._send_error(su.UNPARSABLE_CLIENT_CODE, su.UNPARSABLE_CLIENT_DESCRIPTION)
+        self._send_error(error_codes.UNPARSABLE_CLIENT_CODE, error_codes.UNPARSABLE_CLIENT_DESCRIPTION)
 
     def _on_other_json(self, frame: str) -> None:
         """A JSON object or array whose ``type`` is missing, not a string or not one we accept (§5.5)."""
@@ -368,51 +427,52 @@ class Translator:
             self.log.info("forwarding client JSON of type %r upstream (passthrough)", type_value)
             self.to_upstream.append(frame)
             return
-        type_name = su.describe_client_type(type_value)
+        type_name = error_codes.describe_client_type(type_value)
         self._peer_warning("disallowed client message type %r", type_name[:100])
-        self._send_error(su.DISALLOWED_CODE, su.disallowed_description(type_name))
+        self._send_error(error_codes.DISALLOWED_CODE, error_codes.disallowed_description(type_name))
 
-    def _on_keepalive(self, message: cp.KeepAlive, frame: str) -> None:
+    def _on_keepalive(self, message: component.KeepAlive, frame: str) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("client KeepAlive (ignored)")
 
-    def _on_settings(self, message: cp.Settings, frame: str) -> None:
-        if self._session_update_sent:
+    def _on_settings(self, message: component.Settings, frame: str) -> None:
+        if self._setup in CONFIGURED:
             self.log.info("duplicate Settings: answered SettingsApplied, not forwarded")
-            self.to_client.append(cp.SETTINGS_APPLIED)
+            self.to_client.append(component.SETTINGS_APPLIED)
             return
-        if self._active or self._deferred:
+        if self._response is Response.ACTIVE or self._tool_result is ToolResult.AWAITING:
             # Reference behaviour, kept on purpose: acknowledge and drop (its greeting and context are lost).
             self._peer_warning(
                 "Settings arrived while a response is active or a tool result awaits one: "
                 "answered SettingsApplied, dropped"
             )
-            self.to_client.append(cp.SETTINGS_APPLIED)
+            self.to_client.append(component.SETTINGS_APPLIED)
             return
-        update = su.session_update_event(message)
-        self._session_update_sent = True
-        self._server_vad = su.uses_server_vad(update.session)
-        self._had_context = su.has_context(message)
-        self._greeting = su.greeting(message)
-        self.to_upstream.append(oa.encode(update))
-        self.log.info(
-            "session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), self._server_vad
-        )
+        update = session_update.session_update_event(message)
+        self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SETTINGS_FORWARDED)
+        vad = session_update.uses_server_vad(update.session)
+        self._detection = TurnDetection.SERVER_VAD if vad else TurnDetection.MANUAL
+        self._had_context = session_update.has_context(message)
+        self._greeting = session_update.greeting(message)
+        self.to_upstream.append(openai.encode(update))
+        self.log.info("session.update sent (tools: %d, server VAD: %s)", len(update.session.get("tools", ())), vad)
 
-    def _on_inject_frame(self, message: cp.InjectUserMessage, frame: str) -> None:
-        if not self._ready:
+    def _on_inject_frame(self, message: component.InjectUserMessage, frame: str) -> None:
+        if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._inject(message)
 
-    def _on_function_call_response_frame(self, message: cp.FunctionCallResponse, frame: str) -> None:
+    def _on_function_call_response_frame(self, message: component.FunctionCallResponse, frame: str) -> None:
         # Fix: gated on session readiness like everything else (the reference sends it at once).
-        if not self._ready:
+        if self._setup not in FLOWING:
             self._hold_until_ready(message, len(frame))
             return
         self._function_call_response(message)
 
-    def _hold_until_ready(self, message: cp.InjectUserMessage | cp.FunctionCallResponse, size: int) -> None:
+    def _hold_until_ready(
+        self, message: component.InjectUserMessage | component.FunctionCallResponse, size: int
+    ) -> None:
         if (
             len(self._pending_messages) >= self.options.max_pending_frames
             or self._pending_messages_bytes + size > self.options.max_pending_bytes
@@ -422,31 +482,33 @@ class Translator:
         self._pending_messages.append((message, size))
         self._pending_messages_bytes += size
 
-    def _inject(self, message: cp.InjectUserMessage) -> None:
-        text = su.inject_text(message)
+    def _inject(self, message: component.InjectUserMessage) -> None:
+        text = session_update.inject_text(message)
         # Fix: each inject carries its own id, and its response.create waits for that item's acknowledgement.
         self._inject_seq += 1
         item_id = f"{self.options.inject_item_id_prefix}{self._inject_seq}"
-        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=su.user_message_item(text, item_id))))
+        self.to_upstream.append(
+            openai.encode(openai.ConversationItemCreate(item=session_update.user_message_item(text, item_id)))
+        )
         if len(self._awaiting_ack) >= MAX_AWAITING_ACK:
             dropped, _ = self._awaiting_ack.popitem(last=False)
             self._peer_warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
         self._awaiting_ack[item_id] = None
-        self.to_client.append(cp.encode(cp.ConversationText(role="user", content=text)))
+        self.to_client.append(component.encode(component.ConversationText(role="user", content=text)))
         self.log.info("injected user message sent as item %s", item_id)
 
-    def _function_call_response(self, message: cp.FunctionCallResponse) -> None:
-        item = su.function_call_output_item(message)
-        self.to_upstream.append(oa.encode(oa.ConversationItemCreate(item=item)))
-        self._deferred = True
+    def _function_call_response(self, message: component.FunctionCallResponse) -> None:
+        item = session_update.function_call_output_item(message)
+        self.to_upstream.append(openai.encode(openai.ConversationItemCreate(item=item)))
+        self._tool_result = advance(TOOL_RESULT_TRANSITIONS, self._tool_result, ToolResultEvent.OUTPUT_SENT)
         self._watchdog_at = self._now + self.options.deferred_response_create_timeout
         self.log.info("function_call_output sent for call %r; response.create deferred", item.get("call_id"))
-        self.to_client.append(cp.AGENT_THINKING)
+        self.to_client.append(component.AGENT_THINKING)
 
     # -- microphone audio ---------------------------------------------------------------------------------------
 
     def _on_audio(self, data: bytes) -> None:
-        if not self._ready:
+        if self._setup not in FLOWING:
             # Fix: bounded. Audio beyond the bound is dropped (counted, logged) rather than held without limit.
             if (
                 len(self._pending_audio) >= self.options.max_pending_frames
@@ -460,7 +522,7 @@ class Translator:
             self._pending_audio.append(data)
             self._pending_audio_bytes += len(data)
             return
-        if self._append_audio(data) and not self._server_vad:
+        if self._append_audio(data) and self._detection is TurnDetection.MANUAL:
             self._schedule_commit()
 
     def _append_audio(self, data: bytes) -> bool:
@@ -469,13 +531,13 @@ class Translator:
         if not out:
             return False
         if len(out) <= MAX_AUDIO_BYTES_PER_APPEND:
-            self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=out)))
+            self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=out)))
         else:
             # Fix: split instead of raising (the reference throws, outside any handler).
             for start in range(0, len(out), MAX_AUDIO_BYTES_PER_APPEND):
                 chunk = out[start : start + MAX_AUDIO_BYTES_PER_APPEND]
-                self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=chunk)))
-        if not self._server_vad:
+                self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=chunk)))
+        if self._detection is TurnDetection.MANUAL:
             self._uncommitted += len(out)
         return True
 
@@ -489,22 +551,22 @@ class Translator:
             self._coalesce_at is None
             and self._uncommitted > 0
             and self._uncommitted >= self._threshold()
-            and not self._active
+            and self._response is Response.IDLE
             and self._upstream_usable()
         ):
             self._coalesce_at = self._now + self.options.commit_max_coalesce
 
     def _commit_if_eligible(self) -> bool:
         if (
-            self._server_vad
+            self._detection is TurnDetection.SERVER_VAD
             or self._uncommitted <= 0
             or self._uncommitted < self._threshold()
-            or self._active
+            or self._response is Response.ACTIVE
             or not self._upstream_usable()
         ):
             return False
         self.log.info("committing %d bytes of input audio", self._uncommitted)
-        self.to_upstream.append(oa.INPUT_AUDIO_BUFFER_COMMIT)
+        self.to_upstream.append(openai.INPUT_AUDIO_BUFFER_COMMIT)
         self._send_response_create()
         self._first_commit_done = True
         self._uncommitted = 0
@@ -521,18 +583,18 @@ class Translator:
 
     def _pad_audio(self, size: int) -> None:
         self.log.info("padding input audio with %d bytes of silence", size)
-        self.to_upstream.append(oa.encode(oa.InputAudioBufferAppend(audio=bytes(size))))
+        self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=bytes(size))))
         self._uncommitted += size
 
     def _rearm_commit_after_response(self) -> None:
-        if self._server_vad or self._uncommitted <= 0 or not self._upstream_usable():
+        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or not self._upstream_usable():
             return
         if self._uncommitted < MIN_AUDIO_BYTES_FOR_COMMIT:
             self._pad_audio(MIN_AUDIO_BYTES_FOR_COMMIT - self._uncommitted)
         self._schedule_commit()
 
     def _flush_commit_on_close(self) -> None:
-        if self._server_vad or self._uncommitted <= 0 or self._active:
+        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or self._response is Response.ACTIVE:
             return
         self._debounce_at = self._coalesce_at = None
         if self._uncommitted < self._threshold():
@@ -543,13 +605,8 @@ class Translator:
     # Responses
 
     def _start_response(self) -> None:
-        self._active = True
-        self._started_speaking = False
-        self._agent_done = False
-        self._audio_seen = False
-        self._text_emitted = False
-        self._last_text = None
-        self._reset_text()
+        self._response = advance(RESPONSE_TRANSITIONS, self._response, ResponseEvent.START)
+        self._turn = Turn()
         # Each response that starts answers one acknowledged inject, whoever asked for it (a tool result's
         # follow-up or a VAD turn sees the injected message too).
         if self._replies_owed:
@@ -558,18 +615,18 @@ class Translator:
     def _end_response(self) -> None:
         # Fix: the started/done flags stay with the response that ended (the reference clears them here, which
         # sends a second AgentDone when output_text.done and response.done both end one response).
-        self._active = False
+        self._response = advance(RESPONSE_TRANSITIONS, self._response, ResponseEvent.END)
         self._rearm_commit_after_response()
 
     def _send_response_create(self) -> None:
-        self.to_upstream.append(oa.RESPONSE_CREATE)
+        self.to_upstream.append(openai.RESPONSE_CREATE)
         self._start_response()
 
     def _send_deferred_create(self) -> None:
         """The tool result's response.create, unless a response is still active (then it waits for its end)."""
-        if not self._deferred or self._active or not self._upstream_usable():
+        if self._tool_result is ToolResult.NONE or self._response is Response.ACTIVE or not self._upstream_usable():
             return
-        self._deferred = False
+        self._tool_result = advance(TOOL_RESULT_TRANSITIONS, self._tool_result, ToolResultEvent.CREATE_SENT)
         self._watchdog_at = None
         self._send_response_create()
 
@@ -579,8 +636,8 @@ class Translator:
         if (
             self._replies_owed
             and not self._awaiting_ack
-            and not self._active
-            and not self._deferred
+            and self._response is Response.IDLE
+            and self._tool_result is ToolResult.NONE
             and self._upstream_usable()
         ):
             self._send_response_create()
@@ -591,49 +648,44 @@ class Translator:
 
     def _fire_watchdog(self) -> None:
         self._watchdog_at = None
-        if not self._deferred or not self._upstream_usable():
+        if self._tool_result is ToolResult.NONE or not self._upstream_usable():
             return
         self.log.error(
             "Required upstream contract violated: no completion within %.3f s after function_call_output; "
             "sending response.create%s",
             self.options.deferred_response_create_timeout,
-            " when the active response ends" if self._active else "",
+            " when the active response ends" if self._response is Response.ACTIVE else "",
         )
         self._send_deferred_create()
 
     def _agent_started_speaking(self) -> None:
-        if not self._started_speaking:
-            self._started_speaking = True
-            self.to_client.append(cp.AGENT_STARTED_SPEAKING)
+        if not self._turn.started_speaking:
+            self._turn.started_speaking = True
+            self.to_client.append(component.AGENT_STARTED_SPEAKING)
 
     def _agent_done_once(self) -> None:
-        if not self._agent_done:
-            self._agent_done = True
-            self.to_client.append(cp.AGENT_DONE)
-            self.to_client.append(cp.AGENT_AUDIO_DONE)
+        if not self._turn.agent_done:
+            self._turn.agent_done = True
+            self.to_client.append(component.AGENT_DONE)
+            self.to_client.append(component.AGENT_AUDIO_DONE)
 
     def _finish_agent_turn(self) -> None:
         """AgentDone + AgentAudioDone for the response that just finished, unless a tool result is waiting for its
         follow-up response: the agent's turn goes on, and the follow-up response sends them after its audio."""
-        if self._deferred:
-            self._agent_done = True  # this response's signal is settled: nothing more for it
+        if self._tool_result is ToolResult.AWAITING:
+            self._turn.agent_done = True  # this response's signal is settled: nothing more for it
         else:
             self._agent_done_once()
 
     def _emit_fallback_text(self, text: str | None, content: str | None = None) -> None:
         """Assistant text from output_text.done / transcript.done / response.done: at most one per response."""
-        if text and not self._text_emitted:
+        if text and not self._turn.text_emitted:
             self._agent_started_speaking()
-            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=content or text)))
-            self._text_emitted = True
-            self._last_text = text
-
-    def _reset_text(self) -> None:
-        self._text_parts.clear()
-        self._text_chars = 0
-
-    def _accumulated_text(self) -> str:
-        return "".join(self._text_parts)
+            self.to_client.append(
+                component.encode(component.ConversationText(role="assistant", content=content or text))
+            )
+            self._turn.text_emitted = True
+            self._turn.last_text = text
 
     def _flush_idle_error(self) -> None:
         if self._idle_error is not None:
@@ -643,26 +695,28 @@ class Translator:
     # ===========================================================================================================
     # Upstream events
 
-    def _on_audio_delta(self, event: oa.ResponseOutputAudioDelta) -> None:
+    def _on_audio_delta(self, event: openai.ResponseOutputAudioDelta, frame: Frame) -> None:
         delta = event.delta
         if delta:
-            self._audio_seen = True
-            if not self._started_speaking:
+            self._turn.audio_seen = True
+            if not self._turn.started_speaking:
                 self._agent_started_speaking()
             self.to_client.append(delta)
 
-    def _on_audio_done(self, event: oa.ResponseOutputAudioDone) -> None:
+    def _on_audio_done(self, event: openai.ResponseOutputAudioDone, frame: Frame) -> None:
         # Does not end the response: the API may send audio.done before output_text.done.
         self._agent_done_once()
 
-    def _on_session_updated(self, event: oa.SessionUpdated) -> None:
-        self._ready = True
-        self.to_client.append(cp.SETTINGS_APPLIED)
+    def _on_session_updated(self, event: openai.SessionUpdated, frame: Frame) -> None:
+        self._setup = advance(SETUP_TRANSITIONS, self._setup, SetupEvent.SESSION_UPDATED)
+        self.to_client.append(component.SETTINGS_APPLIED)
         if self._greeting is not None and not self._had_context:
             # The greeting is client-side text with its own AgentDone; nothing goes upstream.
-            self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=self._greeting)))
-            self.to_client.append(cp.AGENT_DONE)
-            self.to_client.append(cp.AGENT_AUDIO_DONE)
+            self.to_client.append(
+                component.encode(component.ConversationText(role="assistant", content=self._greeting))
+            )
+            self.to_client.append(component.AGENT_DONE)
+            self.to_client.append(component.AGENT_AUDIO_DONE)
         elif self._greeting is not None:
             self.log.info("greeting not shown: the Settings carried conversation context")
         self._greeting = None
@@ -671,7 +725,7 @@ class Translator:
         messages, self._pending_messages = self._pending_messages, deque()
         self._pending_messages_bytes = 0
         for message, _ in messages:
-            if isinstance(message, cp.InjectUserMessage):
+            if isinstance(message, component.InjectUserMessage):
                 self._inject(message)
             else:
                 self._function_call_response(message)
@@ -688,31 +742,30 @@ class Translator:
                     self.dropped_audio_frames,
                     self.dropped_audio_bytes,
                 )
-            if not self._server_vad and self._uncommitted > 0:
+            if self._detection is TurnDetection.MANUAL and self._uncommitted > 0:
                 self._schedule_commit()
 
-    def _on_text_delta(self, event: oa.ResponseOutputTextDelta) -> None:
-        text = su.output_text_delta(event.delta)
-        if text and self._text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
-            self._text_parts.append(text)
-            self._text_chars += len(text)
+    def _on_text_delta(self, event: openai.ResponseOutputTextDelta, frame: Frame) -> None:
+        text = upstream_text.output_text_delta(event.delta)
+        turn = self._turn
+        if text and turn.text_chars + len(text) <= MAX_ACCUMULATED_CHARS:
+            turn.text_parts.append(text)
+            turn.text_chars += len(text)
 
-    def _on_text_done(self, event: oa.ResponseOutputTextDone) -> None:
+    def _on_text_done(self, event: openai.ResponseOutputTextDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        text = su.output_text_done_text(event, self._accumulated_text())
-        self._reset_text()
+        text = upstream_text.output_text_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         self._end_response()
         # Fix: decided for the finishing response, before any follow-up response.create (the reference decides
         # after it, for the new response, and so sends AgentDone ahead of the follow-up's audio).
-        if not self._audio_seen:
+        if not self._turn.audio_seen:
             self._finish_agent_turn()
         self._after_response_end()
         self._flush_idle_error()
 
-    def _on_response_done(self, event: oa.ResponseDone) -> None:
-        text = su.response_done_text(event, self._accumulated_text())
-        self._reset_text()
+    def _on_response_done(self, event: openai.ResponseDone, frame: Frame) -> None:
+        text = upstream_text.response_done_text(event, self._turn.take_text())
         self._emit_fallback_text(text)
         status = event.response.get("status") if isinstance(event.response, dict) else None
         self.log.info("response done (status %r)", status)
@@ -721,44 +774,44 @@ class Translator:
         self._after_response_end()
         self._flush_idle_error()  # Fix: the reference flushes a buffered idle_timeout only on output_text.done
 
-    def _on_response_created(self, event: oa.ResponseCreated) -> None:
-        if self._server_vad and not self._active:
+    def _on_response_created(self, event: openai.ResponseCreated, frame: Frame) -> None:
+        if self._detection is TurnDetection.SERVER_VAD and self._response is Response.IDLE:
             self._start_response()  # the upstream created it (VAD turn)
 
-    def _on_transcript_done(self, event: oa.ResponseOutputAudioTranscriptDone) -> None:
-        transcript = su.transcript_done_text(event)
-        self._emit_fallback_text(su.js_trim(transcript), transcript)
+    def _on_transcript_done(self, event: openai.ResponseOutputAudioTranscriptDone, frame: Frame) -> None:
+        transcript = upstream_text.transcript_done_text(event)
+        self._emit_fallback_text(javascript.js_trim(transcript), transcript)
 
-    def _on_function_call_arguments_done(self, event: oa.ResponseFunctionCallArgumentsDone) -> None:
+    def _on_function_call_arguments_done(self, event: openai.ResponseFunctionCallArgumentsDone, frame: Frame) -> None:
         self._agent_started_speaking()
-        self.to_client.append(cp.encode(su.function_call_request(event)))
+        self.to_client.append(component.encode(upstream_text.function_call_request(event)))
 
-    def _on_speech_started(self, event: oa.InputAudioBufferSpeechStarted) -> None:
-        self.to_client.append(cp.USER_STARTED_SPEAKING)
+    def _on_speech_started(self, event: openai.InputAudioBufferSpeechStarted, frame: Frame) -> None:
+        self.to_client.append(component.USER_STARTED_SPEAKING)
 
-    def _on_speech_stopped(self, event: oa.InputAudioBufferSpeechStopped) -> None:
-        self.to_client.append(cp.encode(su.utterance_end(event)))
+    def _on_speech_stopped(self, event: openai.InputAudioBufferSpeechStopped, frame: Frame) -> None:
+        self.to_client.append(component.encode(upstream_text.utterance_end(event)))
 
-    def _on_transcription_delta(self, event: oa.InputAudioTranscriptionDelta) -> None:
+    def _on_transcription_delta(self, event: openai.InputAudioTranscriptionDelta, frame: Frame) -> None:
         key = event.item_id if isinstance(event.item_id, str) else ""
         delta = event.delta if isinstance(event.delta, str) else ""
         text = (self._transcripts.pop(key, "") + delta)[-MAX_ACCUMULATED_CHARS:]
         self._transcripts[key] = text
         if len(self._transcripts) > MAX_TRANSCRIPT_ITEMS:
             self._transcripts.popitem(last=False)
-        self.to_client.append(cp.encode(su.transcript_message(event, text, final=False)))
+        self.to_client.append(component.encode(upstream_text.transcript_message(event, text, final=False)))
 
-    def _on_transcription_completed(self, event: oa.InputAudioTranscriptionCompleted) -> None:
+    def _on_transcription_completed(self, event: openai.InputAudioTranscriptionCompleted, frame: Frame) -> None:
         if event.item_id and isinstance(event.item_id, str):
             self._transcripts.pop(event.item_id, None)
         text = event.transcript if isinstance(event.transcript, str) else ""
-        self.to_client.append(cp.encode(su.transcript_message(event, text, final=True)))
+        self.to_client.append(component.encode(upstream_text.transcript_message(event, text, final=True)))
 
-    def _on_transcription_failed(self, event: oa.InputAudioTranscriptionFailed) -> None:
+    def _on_transcription_failed(self, event: openai.InputAudioTranscriptionFailed, frame: Frame) -> None:
         self.log.info("input audio transcription failed for item %s", event.item_id)
 
-    def _on_error(self, event: oa.ErrorEvent) -> None:
-        error = su.error_from_upstream(event.error)
+    def _on_error(self, event: openai.ErrorEvent, frame: Frame) -> None:
+        error = error_codes.error_from_upstream(event.error)
         code = error.code
         if code == "conversation_already_has_active_response":
             self.log.info("upstream error %s (not forwarded)", code)
@@ -770,19 +823,23 @@ class Translator:
                 "upstream error %s: %s", code, error.description[:_LOG_PAYLOAD_CHARS], level=logging.ERROR
             )
         encoded = self._error_frame(error.code, error.description)
-        if code == "idle_timeout" and self._active:
+        if code == "idle_timeout" and self._response is Response.ACTIVE:
             self._idle_error = encoded  # sent after the active response's text
             return
         self.to_client.append(encoded)
 
-    def _on_item(self, event: oa.ConversationItemCreated | oa.ConversationItemAdded | oa.ConversationItemDone) -> None:
+    def _on_item(
+        self,
+        event: openai.ConversationItemCreated | openai.ConversationItemAdded | openai.ConversationItemDone,
+        frame: Frame,
+    ) -> None:
         item = event.item
         kind = str(event.__struct_config__.tag)
         item_type = item.type if item is not None else None
         item_id = item.id if item is not None and isinstance(item.id, str) else None
         self.log.info("%s (item %s, type %r, role %r)", kind, item_id, item_type, item.role if item else None)
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("%s payload: %s", kind, _loggable(self._raw, 2000))
+            self.log.debug("%s payload: %s", kind, _loggable(frame, 2000))
         if kind == "conversation.item.done" and item_type == "function_call_output":
             self._send_deferred_create()
         if item is not None and self._is_acknowledgement(item, item_id, _ITEM_STAGE[kind]):
@@ -790,7 +847,7 @@ class Translator:
             self._answer_injects()
         self._assistant_item_text(item, item_id)
 
-    def _is_acknowledgement(self, item: oa.Item, item_id: str | None, stage: int) -> bool:
+    def _is_acknowledgement(self, item: openai.Item, item_id: str | None, stage: int) -> bool:
         """Whether this item event acknowledges an injected message not yet acknowledged.
 
         An id matching an inject acknowledges it. Otherwise (an upstream that does not echo client ids) the next
@@ -817,49 +874,49 @@ class Translator:
                 self._counted_ids.popitem(last=False)
         return True
 
-    def _assistant_item_text(self, item: oa.Item | None, item_id: str | None) -> None:
-        text = su.assistant_item_text(item)
+    def _assistant_item_text(self, item: openai.Item | None, item_id: str | None) -> None:
+        text = upstream_text.assistant_item_text(item)
         if text is None:
             return
-        if item_id is not None and item_id in self._ct_item_ids:
+        if item_id is not None and item_id in self._assistant_text_item_ids:
             return
         if item_id is not None:
-            self._ct_item_ids[item_id] = None
-            if len(self._ct_item_ids) > MAX_REMEMBERED_ITEM_IDS:
-                self._ct_item_ids.popitem(last=False)
-        if su.js_trim(text) == self._last_text:
+            self._assistant_text_item_ids[item_id] = None
+            if len(self._assistant_text_item_ids) > MAX_REMEMBERED_ITEM_IDS:
+                self._assistant_text_item_ids.popitem(last=False)
+        if javascript.js_trim(text) == self._turn.last_text:
             return  # the same text already went out as a fallback
-        self.to_client.append(cp.encode(cp.ConversationText(role="assistant", content=text)))
-        self._text_emitted = True
-        self._last_text = su.js_trim(text)
+        self.to_client.append(component.encode(component.ConversationText(role="assistant", content=text)))
+        self._turn.text_emitted = True
+        self._turn.last_text = javascript.js_trim(text)
 
-    def _log_only(self, event: Any) -> None:
+    def _log_only(self, event: Any, frame: Frame) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("upstream %s (no client message)", event.__struct_config__.tag)
 
-    def _on_unknown_event(self, event: Any) -> None:
+    def _on_unknown_event(self, event: Any, frame: Frame) -> None:
         self._peer_warning(
             "unmapped upstream event type %r (%d chars): %s",
             str(getattr(event, "type", type(event).__name__))[:100],
-            len(self._raw),
-            _loggable(self._raw, _LOG_PAYLOAD_CHARS),
+            len(frame),
+            _loggable(frame, _LOG_PAYLOAD_CHARS),
         )
 
     # ===========================================================================================================
     # Helpers
 
     def _upstream_usable(self) -> bool:
-        return self._upstream_open and not self._upstream_gone
+        return self._upstream is UpstreamLeg.OPEN
 
     def _clear_timers(self) -> None:
         self._debounce_at = self._coalesce_at = self._watchdog_at = None
 
     def _error_frame(self, code: str, description: str) -> str:
         """An ``Error`` for the client; both fields may carry peer text (an upstream error quoting the key)."""
-        return cp.encode(cp.Error(description=self._redact(description), code=self._redact(code)))
+        return component.encode(component.Error(description=self._redact(description), code=self._redact(code)))
 
     def _send_error(self, code: str, description: str) -> None:
-        if not self._client_gone:
+        if self._client is ClientLeg.CONNECTED:
             self.to_client.append(self._error_frame(code, description))
 
     def _peer_warning(self, message: str, *args: object, level: int = logging.WARNING) -> None:
@@ -878,7 +935,7 @@ class Translator:
     def _overflow(self, when: str) -> None:
         self._peer_warning("client queue overflow %s; closing", when)
         self._send_error(
-            su.QUEUE_OVERFLOW_CODE,
+            error_codes.QUEUE_OVERFLOW_CODE,
             f"Too many client messages arrived {when}; the proxy closed the connection.",
         )
         self._fatal = Close(POLICY_VIOLATION, "client queue overflow")

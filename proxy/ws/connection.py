@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, NoReturn
 
 import trio
 
@@ -171,7 +171,6 @@ class WebSocket:
                     self._control_rate.admit(trio.current_time())
             except ProtocolViolation as violation:
                 await self._fail(violation)
-                raise AssertionError("unreachable") from None
             if event is not None:
                 self._yield_budget -= EVENT_COST_BYTES
                 return event
@@ -204,7 +203,7 @@ class WebSocket:
             if key == payload:
                 break
 
-    async def _peer_closed(self, close: PeerClose) -> None:
+    async def _peer_closed(self, close: PeerClose) -> NoReturn:
         reason = CloseReason(close.code, close.reason)
         if self._close_sent is None and not self._broken:
             self._close_sent = reason
@@ -214,7 +213,7 @@ class WebSocket:
         await self._finish(reason)
         raise ConnectionClosed(self._closed or reason)
 
-    async def _fail(self, violation: ProtocolViolation) -> None:
+    async def _fail(self, violation: ProtocolViolation) -> NoReturn:
         """The peer broke the protocol or a limit: send the matching close (best effort) and drop the transport."""
         reason = CloseReason(violation.code, violation.reason, by_peer=False)
         if self._close_sent is None and not self._broken:

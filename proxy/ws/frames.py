@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -39,15 +40,20 @@ DEFAULT_MAX_FRAGMENTS_PER_MESSAGE: Final = 128
 DEFAULT_MAX_CONTROL_FRAMES_PER_S: Final = 20.0
 
 
-class Ping(NamedTuple):
+# Events are frozen slotted dataclasses, not NamedTuples: events of different types never compare equal
+# (``Ping(b"x") != Pong(b"x")``), as tuples would.
+@dataclass(frozen=True, slots=True)
+class Ping:
     payload: bytes
 
 
-class Pong(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Pong:
     payload: bytes
 
 
-class PeerClose(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class PeerClose:
     """A close frame from the peer. ``code`` is 1005 when the frame carried no status code."""
 
     code: int

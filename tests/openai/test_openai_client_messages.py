@@ -11,7 +11,7 @@ import pytest
 import proxy.openai.translator as translator_module
 from proxy.audio import Resampler16kTo24k
 from proxy.core import Close
-from proxy.openai.session_update import disallowed_description
+from proxy.openai.error_codes import disallowed_description
 from proxy.openai.translator import TranslatorOptions
 from tests.openai.harness import (
     MANUAL,

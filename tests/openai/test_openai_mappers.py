@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proxy.openai import session_update as su
+from proxy.openai import error_codes, javascript, session_update, upstream_text
 from proxy.protocol import component as cp
 from proxy.protocol import openai as oa
 
@@ -32,13 +32,13 @@ def test_legal_client_types_are_exactly_the_four_and_translated_ones_exclude_kee
 
 
 def test_allowed_types_description_is_exact() -> None:
-    assert su.allowed_client_types_description() == (
+    assert error_codes.allowed_client_types_description() == (
         "Settings, InjectUserMessage, FunctionCallResponse. KeepAlive is ignored."
     )
 
 
 def test_disallowed_description_is_exact_and_names_the_type() -> None:
-    assert su.disallowed_description("CustomPassthroughProbe") == (
+    assert error_codes.disallowed_description("CustomPassthroughProbe") == (
         'Disallowed client message type "CustomPassthroughProbe" for OpenAI proxy (Issue #533). '
         "Allowed: Settings, InjectUserMessage, FunctionCallResponse. KeepAlive is ignored. "
         "Enable OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH=1 only for legacy debugging."
@@ -47,14 +47,14 @@ def test_disallowed_description_is_exact_and_names_the_type() -> None:
 
 @pytest.mark.parametrize(("value", "shown"), [(None, "(missing type)"), ("X", "X"), ("", ""), (5, "5")])
 def test_client_type_is_described_as_given_or_missing(value: Any, shown: str) -> None:
-    assert su.describe_client_type(value) == shown
+    assert error_codes.describe_client_type(value) == shown
 
 
 # -- InjectUserMessage ------------------------------------------------------------------------------------------
 
 
 def test_inject_maps_to_a_user_message_item_with_input_text() -> None:
-    assert su.user_message_item("hi") == {
+    assert session_update.user_message_item("hi") == {
         "type": "message",
         "role": "user",
         "content": [{"type": "input_text", "text": "hi"}],
@@ -64,40 +64,42 @@ def test_inject_maps_to_a_user_message_item_with_input_text() -> None:
 def test_inject_with_missing_content_sends_empty_text() -> None:
     message = cp.client_message_decoder.decode('{"type":"InjectUserMessage"}')
     assert isinstance(message, cp.InjectUserMessage)
-    assert su.inject_text(message) == ""
+    assert session_update.inject_text(message) == ""
 
 
 # -- FunctionCallResponse ---------------------------------------------------------------------------------------
 
 
 def test_tool_result_uses_content_when_non_empty() -> None:
-    assert su.function_call_output_text(fcr(id="c", content='{"time":"12:00"}')) == '{"time":"12:00"}'
+    assert session_update.function_call_output_text(fcr(id="c", content='{"time":"12:00"}')) == '{"time":"12:00"}'
 
 
 def test_tool_result_with_empty_content_and_nothing_else_is_empty() -> None:
-    assert su.function_call_output_text(fcr(id="c", content="")) == ""
-    assert su.function_call_output_text(fcr(id="c")) == ""
+    assert session_update.function_call_output_text(fcr(id="c", content="")) == ""
+    assert session_update.function_call_output_text(fcr(id="c")) == ""
 
 
 def test_object_result_is_serialised_like_json_stringify() -> None:
     result = {"time": "14:32:15", "timezone": "UTC", "n": 1.0, "big": 1e21, "small": 1e-7, "é": "ü", "9": [True]}
     # What JSON.stringify(JSON.parse(<this>)) prints, integer-like keys first.
     expected = '{"9":[true],"time":"14:32:15","timezone":"UTC","n":1,"big":1e+21,"small":1e-7,"é":"ü"}'
-    assert su.function_call_output_text(fcr(id="c", result=result)) == expected
+    assert session_update.function_call_output_text(fcr(id="c", result=result)) == expected
 
 
 def test_string_result_is_used_as_is() -> None:
-    assert su.function_call_output_text(fcr(id="c", result="plain")) == "plain"
+    assert session_update.function_call_output_text(fcr(id="c", result="plain")) == "plain"
 
 
 def test_error_becomes_an_error_object() -> None:
-    assert su.function_call_output_text(fcr(id="c", error="Function failed")) == '{"error":"Function failed"}'
+    assert (
+        session_update.function_call_output_text(fcr(id="c", error="Function failed")) == '{"error":"Function failed"}'
+    )
 
 
 def test_content_wins_over_result_and_name_is_optional() -> None:
     message = fcr(id="c", content="from content", result={"a": 1})
-    assert su.function_call_output_text(message) == "from content"
-    assert su.function_call_output_item(message) == {
+    assert session_update.function_call_output_text(message) == "from content"
+    assert session_update.function_call_output_item(message) == {
         "type": "function_call_output",
         "call_id": "c",
         "output": "from content",
@@ -105,8 +107,8 @@ def test_content_wins_over_result_and_name_is_optional() -> None:
 
 
 def test_missing_id_drops_call_id_and_null_id_is_kept() -> None:
-    assert "call_id" not in su.function_call_output_item(fcr(content="x"))
-    assert su.function_call_output_item(fcr(id=None, content="x"))["call_id"] is None
+    assert "call_id" not in session_update.function_call_output_item(fcr(content="x"))
+    assert session_update.function_call_output_item(fcr(id=None, content="x"))["call_id"] is None
 
 
 @pytest.mark.parametrize(
@@ -123,36 +125,36 @@ def test_missing_id_drops_call_id_and_null_id_is_kept() -> None:
     ],
 )
 def test_js_json_matches_json_stringify(value: Any, text: str) -> None:
-    assert su.js_json(value) == text
+    assert javascript.js_json(value) == text
 
 
 # -- upstream error -> Error -------------------------------------------------------------------------------------
 
 
 def test_upstream_error_maps_message_and_code() -> None:
-    error = su.error_from_upstream(oa.ErrorDetail(message="Something broke", code="server_error"))
+    error = error_codes.error_from_upstream(oa.ErrorDetail(message="Something broke", code="server_error"))
     assert json.loads(cp.encode(error)) == {"type": "Error", "description": "Something broke", "code": "server_error"}
 
 
 def test_empty_upstream_error_gives_unknown_error_and_code_unknown() -> None:
-    assert su.error_from_upstream(None) == cp.Error(description="Unknown error", code="unknown")
-    assert su.error_from_upstream(oa.ErrorDetail()) == cp.Error(description="Unknown error", code="unknown")
+    assert error_codes.error_from_upstream(None) == cp.Error(description="Unknown error", code="unknown")
+    assert error_codes.error_from_upstream(oa.ErrorDetail()) == cp.Error(description="Unknown error", code="unknown")
 
 
 @pytest.mark.parametrize("code", ["idle_timeout", "session_max_duration", "rate_limit_exceeded"])
 def test_upstream_error_codes_pass_through(code: str) -> None:
-    assert su.error_from_upstream(oa.ErrorDetail(message="m", code=code)).code == code
+    assert error_codes.error_from_upstream(oa.ErrorDetail(message="m", code=code)).code == code
 
 
 @pytest.mark.parametrize("code", [None, "", 42])
 def test_null_missing_empty_or_non_string_code_is_unknown_whatever_the_message(code: Any) -> None:
     detail = oa.ErrorDetail(message="Your session hit the maximum duration of 60 minutes.", code=code)
-    assert su.error_from_upstream(detail).code == "unknown"
+    assert error_codes.error_from_upstream(detail).code == "unknown"
 
 
 def test_key_shaped_text_in_an_upstream_message_is_masked() -> None:
     detail = oa.ErrorDetail(message="Incorrect API key provided: sk-proj-abcdef123456", code="invalid_api_key")
-    assert "abcdef123456" not in su.error_from_upstream(detail).description
+    assert "abcdef123456" not in error_codes.error_from_upstream(detail).description
 
 
 # -- item -> assistant ConversationText --------------------------------------------------------------------------
@@ -163,20 +165,22 @@ def item(role: Any = "assistant", content: Any = None, **extra: Any) -> oa.Item:
 
 
 def test_item_mapper_content_array_with_text() -> None:
-    assert su.assistant_item_text(item(content=[{"type": "output_text", "text": " Hi there "}])) == "Hi there"
+    assert (
+        upstream_text.assistant_item_text(item(content=[{"type": "output_text", "text": " Hi there "}])) == "Hi there"
+    )
 
 
 def test_item_mapper_single_content_object() -> None:
-    assert su.assistant_item_text(item(content={"type": "output_text", "text": "Single"})) == "Single"
+    assert upstream_text.assistant_item_text(item(content={"type": "output_text", "text": "Single"})) == "Single"
 
 
 def test_item_mapper_part_with_an_output_text_object() -> None:
-    assert su.assistant_item_text(item(content=[{"output_text": {"text": "Nested"}}])) == "Nested"
+    assert upstream_text.assistant_item_text(item(content=[{"output_text": {"text": "Nested"}}])) == "Nested"
 
 
 def test_item_mapper_real_api_output_audio_part_with_transcript() -> None:
     content = [{"type": "output_audio", "transcript": "Spoken words"}]
-    assert su.assistant_item_text(item(content=content)) == "Spoken words"
+    assert upstream_text.assistant_item_text(item(content=content)) == "Spoken words"
 
 
 def test_item_mapper_fallback_order_and_join_with_newlines() -> None:
@@ -187,24 +191,24 @@ def test_item_mapper_fallback_order_and_join_with_newlines() -> None:
         {"type": "unknown"},
         "not a part",
     ]
-    assert su.assistant_item_text(item(content=content)) == "first\nsecond\nthird"
+    assert upstream_text.assistant_item_text(item(content=content)) == "first\nsecond\nthird"
 
 
 def test_item_mapper_function_call_part() -> None:
     part = {"type": "function_call", "name": "get_current_time", "arguments": " {} "}
-    assert su.assistant_item_text(item(content=[part])) == "Function call: get_current_time({})"
-    assert su.function_call_summary("get_time", "  ") == "Function call: get_time()"
-    assert su.function_call_summary(None, {"a": 1}) == "Function call: function()"
+    assert upstream_text.assistant_item_text(item(content=[part])) == "Function call: get_current_time({})"
+    assert upstream_text.function_call_summary("get_time", "  ") == "Function call: get_time()"
+    assert upstream_text.function_call_summary(None, {"a": 1}) == "Function call: function()"
 
 
 @pytest.mark.parametrize("role", ["user", "system", None])
 def test_item_mapper_non_assistant_items_give_nothing(role: Any) -> None:
-    assert su.assistant_item_text(item(role=role, content=[{"type": "input_text", "text": "x"}])) is None
+    assert upstream_text.assistant_item_text(item(role=role, content=[{"type": "input_text", "text": "x"}])) is None
 
 
 @pytest.mark.parametrize("content", [None, [], [{"type": "output_text", "text": "  "}]])
 def test_item_mapper_empty_or_missing_content_gives_nothing(content: Any) -> None:
-    assert su.assistant_item_text(item(content=content)) is None
+    assert upstream_text.assistant_item_text(item(content=content)) is None
 
 
 @pytest.mark.parametrize("kind", ["created", "added", "done"])
@@ -215,39 +219,39 @@ def test_item_mapper_applies_to_created_added_and_done(kind: str) -> None:
             "item": {"id": "i", "role": "assistant", "content": [{"type": "output_text", "text": "Yes"}]},
         }
     )
-    assert su.assistant_item_text(decoded.item) == "Yes"
+    assert upstream_text.assistant_item_text(decoded.item) == "Yes"
 
 
 # -- output_text.done and response.done text ----------------------------------------------------------------------
 
 
 def test_output_text_done_text_is_trimmed_top_level_text() -> None:
-    assert su.output_text_done_text(event({"type": "response.output_text.done", "text": "  Hi  "})) == "Hi"
+    assert upstream_text.output_text_done_text(event({"type": "response.output_text.done", "text": "  Hi  "})) == "Hi"
 
 
 def test_output_text_done_uses_nested_part_text() -> None:
     done = event({"type": "response.output_text.done", "part": {"text": " Part "}})
-    assert su.output_text_done_text(done) == "Part"
+    assert upstream_text.output_text_done_text(done) == "Part"
 
 
 @pytest.mark.parametrize("payload", [{}, {"text": "   "}, {"text": None, "part": {"text": " "}}])
 def test_output_text_done_without_text_gives_none(payload: dict[str, Any]) -> None:
-    assert su.output_text_done_text(event({"type": "response.output_text.done", **payload})) is None
+    assert upstream_text.output_text_done_text(event({"type": "response.output_text.done", **payload})) is None
 
 
 def test_output_text_done_prefers_its_text_then_trimmed_deltas_then_none() -> None:
     with_text = event({"type": "response.output_text.done", "text": "Done text"})
     without = event({"type": "response.output_text.done"})
-    assert su.output_text_done_text(with_text, "delta text") == "Done text"
-    assert su.output_text_done_text(without, "  delta text ") == "delta text"
-    assert su.output_text_done_text(without, "   ") is None
+    assert upstream_text.output_text_done_text(with_text, "delta text") == "Done text"
+    assert upstream_text.output_text_done_text(without, "  delta text ") == "delta text"
+    assert upstream_text.output_text_done_text(without, "   ") is None
 
 
 def test_output_text_delta_accepts_strings_and_objects() -> None:
-    assert su.output_text_delta("ab") == "ab"
-    assert su.output_text_delta({"text": "t"}) == "t"
-    assert su.output_text_delta({"delta": "d"}) == "d"
-    assert su.output_text_delta(None) == ""
+    assert upstream_text.output_text_delta("ab") == "ab"
+    assert upstream_text.output_text_delta({"text": "t"}) == "t"
+    assert upstream_text.output_text_delta({"delta": "d"}) == "d"
+    assert upstream_text.output_text_delta(None) == ""
 
 
 def test_response_done_extracts_assistant_text_joined_with_newlines() -> None:
@@ -268,13 +272,13 @@ def test_response_done_extracts_assistant_text_joined_with_newlines() -> None:
             },
         }
     )
-    assert su.response_done_text(done) == "One\nTwo"
-    assert su.response_done_text(done, " accumulated ") == "accumulated"
+    assert upstream_text.response_done_text(done) == "One\nTwo"
+    assert upstream_text.response_done_text(done, " accumulated ") == "accumulated"
 
 
 def test_response_done_without_assistant_output_gives_none() -> None:
-    assert su.response_done_text(event({"type": "response.done", "response": {"output": []}})) is None
-    assert su.response_done_text(event({"type": "response.done"})) is None
+    assert upstream_text.response_done_text(event({"type": "response.done", "response": {"output": []}})) is None
+    assert upstream_text.response_done_text(event({"type": "response.done"})) is None
 
 
 # -- other server events -----------------------------------------------------------------------------------------
@@ -284,7 +288,7 @@ def test_function_call_arguments_done_maps_to_one_function_call_request() -> Non
     done = event(
         {"type": "response.function_call_arguments.done", "call_id": "call_abc", "name": "get", "arguments": "{}"}
     )
-    assert json.loads(cp.encode(su.function_call_request(done))) == {
+    assert json.loads(cp.encode(upstream_text.function_call_request(done))) == {
         "type": "FunctionCallRequest",
         "functions": [{"id": "call_abc", "name": "get", "arguments": "{}", "client_side": True}],
     }
@@ -292,23 +296,23 @@ def test_function_call_arguments_done_maps_to_one_function_call_request() -> Non
 
 def test_function_call_request_defaults() -> None:
     done = event({"type": "response.function_call_arguments.done"})
-    assert su.function_call_request(done).functions == [
+    assert upstream_text.function_call_request(done).functions == [
         cp.FunctionCall(id="", name="function", arguments="", client_side=True)
     ]
     kept = event({"type": "response.function_call_arguments.done", "arguments": '{"tz":"UTC"}'})
-    assert su.function_call_request(kept).functions[0].arguments == '{"tz":"UTC"}'
+    assert upstream_text.function_call_request(kept).functions[0].arguments == '{"tz":"UTC"}'
 
 
 def test_transcript_done_text_is_untrimmed_and_missing_is_empty() -> None:
-    assert su.transcript_done_text(event({"type": "response.output_audio_transcript.done", "transcript": " x "})) == (
-        " x "
-    )
-    assert su.transcript_done_text(event({"type": "response.output_audio_transcript.done"})) == ""
+    assert upstream_text.transcript_done_text(
+        event({"type": "response.output_audio_transcript.done", "transcript": " x "})
+    ) == (" x ")
+    assert upstream_text.transcript_done_text(event({"type": "response.output_audio_transcript.done"})) == ""
 
 
 def test_utterance_end_defaults_channel_and_last_word_end() -> None:
     stopped = event({"type": "input_audio_buffer.speech_stopped"})
-    assert json.loads(cp.encode(su.utterance_end(stopped))) == {
+    assert json.loads(cp.encode(upstream_text.utterance_end(stopped))) == {
         "type": "UtteranceEnd",
         "channel": [0, 1],
         "last_word_end": 0,
@@ -317,14 +321,14 @@ def test_utterance_end_defaults_channel_and_last_word_end() -> None:
 
 def test_utterance_end_passes_upstream_channel_and_last_word_end_through() -> None:
     stopped = event({"type": "input_audio_buffer.speech_stopped", "channel": [0], "last_word_end": 1.5})
-    assert su.utterance_end(stopped) == cp.UtteranceEnd(channel=[0], last_word_end=1.5)
+    assert upstream_text.utterance_end(stopped) == cp.UtteranceEnd(channel=[0], last_word_end=1.5)
 
 
 def test_utterance_end_uses_ga_audio_end_ms_in_seconds_when_no_last_word_end() -> None:
     stopped = event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 2350, "item_id": "i"})
-    assert su.utterance_end(stopped).last_word_end == 2.35
+    assert upstream_text.utterance_end(stopped).last_word_end == 2.35
     boolean = event({"type": "input_audio_buffer.speech_stopped", "last_word_end": True, "audio_end_ms": 1000})
-    assert su.utterance_end(boolean).last_word_end == 1.0
+    assert upstream_text.utterance_end(boolean).last_word_end == 1.0
 
 
 def test_final_transcript_with_upstream_timing_and_channels() -> None:
@@ -339,7 +343,7 @@ def test_final_transcript_with_upstream_timing_and_channels() -> None:
             "channel_index": [1],
         }
     )
-    message = json.loads(cp.encode(su.transcript_message(completed, "Hello world", final=True)))
+    message = json.loads(cp.encode(upstream_text.transcript_message(completed, "Hello world", final=True)))
     assert message == {
         "type": "Transcript",
         "transcript": "Hello world",
@@ -362,7 +366,7 @@ def test_transcript_defaults_and_upstream_alternatives() -> None:
             "usage": {"type": "duration", "seconds": 3.5},
         }
     )
-    message = su.transcript_message(completed, "Hi", final=True)
+    message = upstream_text.transcript_message(completed, "Hi", final=True)
     assert (message.channel, message.channel_index, message.start, message.duration) == (0, [0], 0, 3.5)
     assert message.alternatives == [
         cp.TranscriptAlternative(transcript="Hi", confidence=0.5, words=[]),
@@ -372,27 +376,27 @@ def test_transcript_defaults_and_upstream_alternatives() -> None:
 
 def test_channel_comes_from_channel_index_when_only_that_is_given() -> None:
     delta = event({"type": "conversation.item.input_audio_transcription.delta", "channel_index": [2]})
-    message = su.transcript_message(delta, "x", final=False)
+    message = upstream_text.transcript_message(delta, "x", final=False)
     assert (message.channel, message.channel_index, message.is_final, message.speech_final) == (2, [2], False, False)
 
 
 def test_closed_before_ready_description_and_reason_sanitising() -> None:
-    assert su.closed_before_ready_description(1000, "") == (
+    assert error_codes.closed_before_ready_description(1000, "") == (
         "Upstream closed before session ready (code 1000). Session may not have been applied."
     )
-    assert su.closed_before_ready_description(4000, "bye\n") == (
+    assert error_codes.closed_before_ready_description(4000, "bye\n") == (
         "Upstream closed before session ready (code 4000, reason: bye). Session may not have been applied."
     )
-    long = su.closed_before_ready_description(1011, "key sk-secretsecret rejected " + "x" * 500)
+    long = error_codes.closed_before_ready_description(1011, "key sk-secretsecret rejected " + "x" * 500)
     assert len(long) < 250
     assert "secret" not in long
     assert "key sk-*** rejected" in long
 
 
 def test_peer_text_echoed_in_an_error_is_bounded() -> None:
-    error = su.error_from_upstream(oa.ErrorDetail(message="m" * 100_000, code="c" * 100_000))
-    assert len(error.description) == su.MAX_UPSTREAM_MESSAGE_CHARS
+    error = error_codes.error_from_upstream(oa.ErrorDetail(message="m" * 100_000, code="c" * 100_000))
+    assert len(error.description) == error_codes.MAX_UPSTREAM_MESSAGE_CHARS
     assert error.description.endswith("…")
-    assert len(error.code) == su.MAX_UPSTREAM_CODE_CHARS
-    assert len(su.describe_client_type("t" * 100_000)) == su.MAX_ECHOED_TYPE_CHARS
-    assert su.describe_client_type("UpdatePrompt") == "UpdatePrompt"
+    assert len(error.code) == error_codes.MAX_UPSTREAM_CODE_CHARS
+    assert len(error_codes.describe_client_type("t" * 100_000)) == error_codes.MAX_ECHOED_TYPE_CHARS
+    assert error_codes.describe_client_type("UpdatePrompt") == "UpdatePrompt"

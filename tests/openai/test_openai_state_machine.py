@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from proxy.openai.state import illegal_combinations
 from tests.openai.harness import MANUAL, SESSION_UPDATED, VAD, Harness, Step, kinds
 
 COMPONENT_TYPES = {
@@ -235,6 +236,10 @@ class TranslatorMachine(RuleBasedStateMachine):
     def deadlines_are_never_stale(self) -> None:
         deadline = self.h.core.next_deadline()
         assert deadline is None or deadline > self.h.now - 1e-9 or self.client_closed
+
+    @invariant()
+    def the_machines_are_in_a_legal_combination(self) -> None:
+        assert illegal_combinations(self.h.core.snapshot()) == []
 
     @invariant()
     def client_frames_are_text_json_or_tts_bytes(self) -> None:

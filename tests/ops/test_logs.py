@@ -174,8 +174,11 @@ async def _log_later(logger: logging.Logger, leg: str) -> None:
     logger.info("%s", leg)
 
 
+@pytest.mark.provokes_internal_error
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_redaction_applies_to_both_formats(log_format: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_redaction_applies_to_both_formats(
+    log_format: str, capsys: pytest.CaptureFixture[str], internal_errors: list[logging.LogRecord]
+) -> None:
     logger = logging.getLogger("proxy.test.redaction")
     try:
         logs.configure("INFO", log_format, [KEY, TOKEN])
@@ -197,6 +200,7 @@ def test_redaction_applies_to_both_formats(log_format: str, capsys: pytest.Captu
         entries = [json.loads(line) for line in err.splitlines()]
         assert [e["level"] for e in entries] == ["WARNING", "ERROR"]
         assert "ValueError" in entries[1]["exc"]
+    assert [r.levelname for r in internal_errors] == ["ERROR"]
 
 
 # -- one session through a real JSON-log run ----------------------------------------------------------------------

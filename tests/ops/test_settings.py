@@ -178,8 +178,7 @@ def test_every_limit_is_set_by_its_variable_and_its_flag_wins(name: str) -> None
 
 def test_every_limit_is_settable() -> None:
     """A limit added to Limits must be added to LIMIT_SETTINGS (and so get a flag and a variable)."""
-    # max_session_s (the OpenAI session cap) is set elsewhere: it follows the provider's limit.
-    fields = {f.name for f in dataclasses.fields(Limits)} - {"max_session_s"}
+    fields = {f.name for f in dataclasses.fields(Limits)}
     assert fields <= set(LIMIT_SETTINGS)
 
 

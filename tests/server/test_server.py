@@ -199,7 +199,8 @@ async def test_client_token_is_required_when_configured(query: str, accepted: bo
             assert info.value.status_code == 401
 
 
-async def test_a_broken_route_fails_only_its_own_connection() -> None:
+@pytest.mark.provokes_internal_error
+async def test_a_broken_route_fails_only_its_own_connection(internal_errors: list[logging.LogRecord]) -> None:
     async with echo_upstream() as up, proxy(upstream_port=up) as (server, port):
         async with open_websocket_url(f"ws://127.0.0.1:{port}/relay") as healthy:
             with pytest.raises((ConnectionClosed, ConnectionRejected, OSError)):
@@ -210,6 +211,9 @@ async def test_a_broken_route_fails_only_its_own_connection() -> None:
         assert server.metrics.session_errors_total == 1
         status, _headers, _body = await http_get(port, "/health")
         assert status == 200
+    assert [record.getMessage().partition(": ")[2] for record in internal_errors] == [
+        "internal error while setting up broken"
+    ]
 
 
 async def test_garbage_instead_of_http_is_dropped_and_the_server_stays_up() -> None:
