@@ -9,8 +9,10 @@ Two modes, chosen when the :class:`Metrics` object is built:
   removes at exit; whichever worker answers a scrape reads the whole directory, so ``/metrics`` reports the server,
   not the worker the connection happened to land on. We chose this over aggregating in the supervisor because a
   scrape then needs no round trip between processes and a worker that is stuck or restarting cannot hold a scrape up.
-  The files of a dead worker stay (its counts remain in the totals, so counters never go backwards) except those
-  of its live gauges, which the supervisor removes when it reaps the worker. The standard ``process_*`` families
+  When the supervisor reaps a worker it removes the files of its live gauges and folds its counters and histograms
+  into one archive file per type (:func:`archive_dead_worker`), so its counts stay in the totals (counters never go
+  backwards) and a crash loop does not pile up files. Scrapes hold a shared lock on the directory and the fold an
+  exclusive one, so no scrape sees a dead worker's counts twice or not at all. The standard ``process_*`` families
   are read from ``/proc`` for every live worker and the supervisor, with a ``worker`` label (the worker's slot,
   ``0`` .. ``N-1``, or ``supervisor``): summed they give the server's CPU and memory; a restarted worker's counter
   starts again from zero, which Prometheus treats as the counter reset it is.
@@ -26,6 +28,8 @@ vocabulary, close codes from a fixed set (anything else is ``other``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +46,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -54,6 +59,7 @@ log = logging.getLogger("proxy.metrics")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 #: Written by the supervisor into the metrics directory: which process serves which worker slot, and the restarts.
 WORKERS_FILE = "workers.json"
+_LOCK_FILE = "lock"
 
 #: Close codes that get their own label value; anything else (an upstream's private 4xxx code) is "other".
 _CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -81,6 +87,30 @@ def enable_multiprocess(directory: str) -> None:
 
 def _constant(pid: object) -> Callable[[], str]:
     return lambda: str(pid)
+
+
+@contextlib.contextmanager
+def _locked(directory: str, how: int) -> Iterator[None]:
+    with open(os.path.join(directory, _LOCK_FILE), "a+b") as file:
+        fcntl.flock(file, how)
+        yield
+
+
+def archive_dead_worker(directory: str, pid: int) -> None:
+    """Fold a dead worker's counter and histogram files into the archive files of the directory (all additive)."""
+    with _locked(directory, fcntl.LOCK_EX):
+        for kind in ("counter", "histogram"):
+            dead = os.path.join(directory, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))  # type: ignore[no-untyped-call]
+            try:
+                totals = {key: number for key, number, _ts in archive.read_all_values()}  # type: ignore[no-untyped-call]
+                for key, number, timestamp, _pos in MmapedDict.read_all_values_from_file(dead):  # type: ignore[no-untyped-call]
+                    archive.write_value(key, totals.get(key, 0.0) + number, timestamp)  # type: ignore[no-untyped-call]
+            finally:
+                archive.close()  # type: ignore[no-untyped-call]
+            os.remove(dead)
 
 
 class _BuildInfo(Collector):
@@ -168,8 +198,8 @@ class Metrics:
         )
         self._sessions_closed = Counter(
             "proxy_sessions_closed",
-            "Sessions ended, by route and the close code the client got.",
-            ["route", "code"],
+            "Sessions ended, by route, close code and who closed the client leg (proxy or client).",
+            ["route", "code", "by"],
             registry=own,
         )
         self._session_errors = Counter(
@@ -232,16 +262,24 @@ class Metrics:
         self._sessions.labels(route).inc()
         self._sessions_active.labels(route).inc()
 
-    def session_ended(self, route: str, stats: SessionStats, client_close: int | None, duration_s: float) -> None:
+    def session_ended(
+        self, route: str, stats: SessionStats, client_close: int | None, duration_s: float, relayed: int | None = None
+    ) -> None:
+        """A session ended. ``client_close``: the code the proxy closed the client with (None: the client closed
+        first, and ``relayed`` is its code as passed on upstream)."""
         self._sessions_active.labels(route).dec()
         self._fold(stats)
         self._folded.pop(id(stats), None)
         for code, n in stats.upstream_failures.items():
             self._upstream_failures.labels(code).inc(n)
-        label = "none" if client_close is None else close_code_label(client_close)
         if client_close is not None:
+            label = close_code_label(client_close)
             self._client_closes.labels(label).inc()
-        self._sessions_closed.labels(route, label).inc()
+            self._sessions_closed.labels(route, label, "proxy").inc()
+        else:
+            self._sessions_closed.labels(
+                route, "none" if relayed is None else close_code_label(relayed), "client"
+            ).inc()
         self._session_seconds.labels(route).observe(duration_s)
 
     def clock(self, route: str, opened_at: float, now: Callable[[], float]) -> SessionClock:
@@ -255,7 +293,10 @@ class Metrics:
         self._handshakes_pending.set(handshakes_pending)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        with _locked(self.multiprocess_dir, fcntl.LOCK_SH):
+            return generate_latest(self.registry)
 
     def _fold(self, stats: SessionStats) -> None:
         client, upstream = self._folded.get(id(stats), (0, 0))

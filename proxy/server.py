@@ -387,7 +387,11 @@ class ProxyServer:
             client_close, upstream_close = session.closes
             duration_s = trio.current_time() - self._opened_at.pop(session)
             self.metrics.session_ended(
-                route_name, session.stats, client_close.code if client_close else None, duration_s
+                route_name,
+                session.stats,
+                client_close.code if client_close else None,
+                duration_s,
+                upstream_close.code if upstream_close else None,
             )
             log.info(
                 "%s: closed (client=%s, upstream=%s)",

@@ -20,7 +20,8 @@ keep it reserved while workers restart. It prints ``listening on ws://HOST:PORT`
 
 Metrics: every worker writes to one directory of prometheus-client's multiprocess mode, created here for the run
 and removed at exit (see :mod:`proxy.metrics`). The supervisor keeps ``workers.json`` in it (which pid serves
-which slot, the restart count) and removes a dead worker's live-gauge files when it reaps it.
+which slot, the restart count); when it reaps a worker it removes the worker's live-gauge files and folds its
+counters into the directory's archive (so a crash loop cannot fill the disk).
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ class Supervisor:
     def _reap(self) -> None:
         from prometheus_client.multiprocess import mark_process_dead
 
+        from .metrics import archive_dead_worker
+
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -270,6 +273,7 @@ class Supervisor:
                 self.failed = True
                 self._stop(signal.SIGINT)
             else:
+                archive_dead_worker(self.metrics_dir, pid)
                 delay = self.policy.delay(slot, time.monotonic() - state.started_at)
                 self.restarts += 1
                 state.restart_at = time.monotonic() + delay
