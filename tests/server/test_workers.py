@@ -182,7 +182,11 @@ async def test_a_killed_worker_is_restarted_counted_and_the_port_keeps_serving(t
         victim = min(running.workers())
         survivors = [ws for ws, pid in owners.items() if pid != victim]
         os.kill(victim, signal.SIGKILL)
-        # The port keeps serving at once: the other worker's listener takes every new connection.
+        # Once the process is gone (its listener with it; a connection that was still queued on that listener at
+        # that moment is reset), the other worker's listener takes every new connection, before any restart.
+        with trio.fail_after(10):
+            while alive(victim):  # noqa: ASYNC110 - the kernel tears the process down when it does
+                await trio.sleep(0.01)
         for _ in range(10):
             assert (await http_get(running.port, "/health"))[0] == 200
         for ws in survivors:
