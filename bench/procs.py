@@ -28,13 +28,31 @@ _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds the process has used so far (None if it is gone or /proc is unavailable)."""
+    """User + system CPU seconds the process and its live children (a supervisor's workers) have used so far.
+
+    None if it is gone or /proc is unavailable. A target without children reads as before.
+    """
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(filter(None, (process_cpu_seconds(child) for child in child_pids(pid))))
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of one process (None if it is gone or /proc is unavailable)."""
     try:
         data = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2 :].split()  # the command name may contain spaces and parentheses
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _status_kib(pid: int, key: bytes) -> int | None:

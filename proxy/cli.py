@@ -23,8 +23,16 @@ from . import logs, redact
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .metrics import Metrics
     from .server import ProxyServer
     from .sim.server import SimOptions
+
+    #: Opens the listening sockets (a worker binds the shared port itself); returns them and the port.
+    Listen = Callable[[], tuple[list[trio.SocketListener], int]]
+    #: Called once the server listens, instead of printing the ``listening on`` line.
+    Started = Callable[[ProxyServer, int, trio.Nursery], None]
 
 log = logging.getLogger("proxy")
 
@@ -86,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     listening.add_argument("--host", metavar="HOST", help="listen address (env PROXY_HOST, default 127.0.0.1)")
     listening.add_argument(
         "--port", metavar="PORT", help="listen port; 0 picks a free one (env PROXY_PORT, default 8080)"
+    )
+    listening.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="worker processes sharing the port; 'auto': one per usable CPU (env PROXY_WORKERS, default 1)",
     )
 
     logging_group = p.add_argument_group("logging")
@@ -214,6 +227,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
             args, "--deferred-response-create-timeout-ms", config_module.seconds_from_ms
         ),
         "trusted_proxies": _text(args, "--trusted-proxies", config_module.networks),
+        "workers": _text(args, "--workers", config_module.workers),
     }
     limits = {}
     for name, (flag, _variable, parse) in config_module.LIMIT_SETTINGS.items():
@@ -264,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"configuration error: simulator: {exc}", file=sys.stderr)
             return 2
     setup_logging(config.log_level, redact.config_secrets(config), config.log_format)
+    if config.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config, sim_options)
     failed: OSError | None = None
     try:
         trio.run(serve, config, sim_options)
@@ -299,12 +317,22 @@ def _announce_upstreams(config: Config) -> None:
             log.info("%s -> %s (%s)", route, upstream.url.split("?")[0], upstream.source.value)
 
 
-async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
+async def serve(
+    config: Config,
+    sim_options: SimOptions | None = None,
+    *,
+    listen: Listen | None = None,
+    metrics: Metrics | None = None,
+    started: Started | None = None,
+) -> None:
     """Run the proxy (and the embedded simulators it needs) until a signal ends it.
 
     SIGTERM starts a drain (see :meth:`~proxy.server.ProxyServer.shutdown`): the listener keeps answering until the
     sessions end or the drain timeout passes. A second SIGTERM, or SIGINT, ends the drain now: sessions get 1001
     and the shutdown grace. Any signal after that cancels what is left.
+
+    A worker of :mod:`proxy.supervisor` passes ``listen``, ``metrics`` and ``started``; by default the server opens
+    its own listeners, keeps its own metrics and prints the ``listening on`` line.
     """
     from .server import ProxyServer
 
@@ -322,9 +350,12 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
                     sim_port,
                 )
             _announce_upstreams(config)
-            server = ProxyServer(config)
-            port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope)
-            print(f"listening on ws://{config.host}:{port}", flush=True)
+            server = ProxyServer(config, metrics=metrics)
+            port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope, listen)
+            if started is None:
+                print(f"listening on ws://{config.host}:{port}", flush=True)
+            else:
+                started(server, port, nursery)
             ending = False
             async for signum in signals:
                 if signum == signal.SIGTERM and not server.draining:
@@ -338,10 +369,18 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
 
 
 async def _serve_then_stop(
-    server: ProxyServer, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    server: ProxyServer,
+    scope: trio.CancelScope,
+    listen: Listen | None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until the drain ends, then stop everything else (the simulators, the signal loop)."""
     try:
-        await server.serve(task_status=task_status)
+        if listen is None:
+            await server.serve(task_status=task_status)
+        else:
+            listeners, port = listen()
+            await server.serve_listeners(listeners, port, task_status=task_status)
     finally:
         scope.cancel()

@@ -145,6 +145,8 @@ class Config:
     #: Clock skew allowed on ``exp`` and ``nbf``.
     jwt_leeway_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    #: Worker processes sharing the port (proxy/supervisor.py); 1: this process serves alone, no supervisor.
+    workers: int = 1
 
     def client_secrets(self) -> tuple[str, ...]:
         """Every client-side secret value (static tokens, JWT secrets): what log redaction must hide."""
@@ -286,6 +288,23 @@ def positive_int(value: str, name: str) -> int:
     if number < 1:
         raise ConfigError(f"{name} must be at least 1")
     return number
+
+
+#: More workers than this is a typo, not a machine.
+MAX_WORKERS = 256
+
+
+def workers(value: str, name: str) -> int:
+    """A worker count, or ``auto``: one per CPU this process may run on."""
+    if value.strip().lower() == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    count = positive_int(value.strip(), name)
+    if count > MAX_WORKERS:
+        raise ConfigError(f"{name} must be at most {MAX_WORKERS}")
+    return count
 
 
 def seconds(value: str, name: str) -> float:
@@ -468,6 +487,7 @@ def from_env(
         ),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
+        "workers": workers(env.get("PROXY_WORKERS") or "1", "PROXY_WORKERS"),
     }
     values["limits"] = _limits_from_env(env, limits or {})
     values.update(_client_auth(env, overrides))

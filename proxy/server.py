@@ -39,7 +39,7 @@ from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
 from .http import TEXT, BadHead, HeadReader, RequestHead, encode_answer
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, Metrics
 from .ratelimit import LogThrottle
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
@@ -91,14 +91,18 @@ def default_routes() -> dict[str, tuple[str, Route]]:
 class ProxyServer:
     """Serves every route of one :class:`~proxy.config.Config` on one listening socket."""
 
-    def __init__(self, config: Config, routes: dict[str, tuple[str, Route]] | None = None) -> None:
+    def __init__(
+        self, config: Config, routes: dict[str, tuple[str, Route]] | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.routes = routes if routes is not None else default_routes()
-        self.metrics = Metrics()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.admission = Admission(config.limits, config.trusted_proxies)
         self._gate = ClientGate.from_config(config)
         self._ids = itertools.count(1)
         self._sessions: dict[Session, str] = {}
+        #: When each session's 101 went out (its duration is measured from there).
+        self._opened_at: dict[Session, float] = {}
         self._draining = False
         self._upgrading = 0
         self._drain_deadline = math.inf
@@ -191,7 +195,7 @@ class ProxyServer:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 name = errno.errorcode[exc.errno]
-                self.metrics.accept_errors_total[name] = self.metrics.accept_errors_total.get(name, 0) + 1
+                self.metrics.count_accept_error(name)
                 self._warn("accept", "accept failed: %s (%s); pausing accepts", name, os.strerror(exc.errno))
                 await trio.sleep(pause_s)
                 pause_s = min(2 * pause_s, _ACCEPT_PAUSE_MAX_S)
@@ -243,7 +247,7 @@ class ProxyServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
-            self.metrics.session_errors_total += 1
+            self.metrics.count_session_error()
             log.exception("internal error while serving a connection")
         finally:
             self.admission.release(ticket)
@@ -353,7 +357,7 @@ class ProxyServer:
         try:
             decision = make(self.config, route_request)
         except Exception:
-            self.metrics.session_errors_total += 1
+            self.metrics.count_session_error()
             log.exception("%s: internal error while setting up %s", connection_id, route_name)
             decision = Reject(500, "Internal Server Error")
         if isinstance(decision, Reject):
@@ -378,10 +382,14 @@ class ProxyServer:
             max_control_frames_per_s=limits.max_control_frames_per_s,
         )
         label = f"{route_name} {connection_id}"
-        session = Session(client, decision.core, decision.target, limits, label=label, stats=SessionStats())
+        now = trio.current_time()
+        milestones = self.metrics.clock(route_name, now, trio.current_time)
+        session = Session(
+            client, decision.core, decision.target, limits, label=label, stats=SessionStats(), milestones=milestones
+        )
         self._sessions[session] = route_name
-        self._count(self.metrics.sessions_total, route_name)
-        self._count(self.metrics.sessions_active, route_name)
+        self._opened_at[session] = now
+        self.metrics.session_started(route_name)
         log.info("%s: client connected (trace_id=%s)", label, trace_id)
         return session, transport, label
 
@@ -393,30 +401,21 @@ class ProxyServer:
             await trio.aclose_forcefully(transport)
             del self._sessions[session]
             self._changed.set()
-            self.metrics.sessions_active[route_name] -= 1
-            self._fold_stats(session)
             client_close, upstream_close = session.closes
+            duration_s = trio.current_time() - self._opened_at.pop(session)
+            self.metrics.session_ended(
+                route_name,
+                session.stats,
+                client_close.code if client_close else None,
+                duration_s,
+                upstream_close.code if upstream_close else None,
+            )
             log.info(
                 "%s: closed (client=%s, upstream=%s)",
                 label,
                 client_close.code if client_close else "-",
                 upstream_close.code if upstream_close else "-",
             )
-
-    def _fold_stats(self, session: Session) -> None:
-        stats, metrics = session.stats, self.metrics
-        metrics.client_frames_total += stats.client_frames
-        metrics.upstream_frames_total += stats.upstream_frames
-        for code, n in stats.upstream_failures.items():
-            metrics.upstream_failures_total[code] = metrics.upstream_failures_total.get(code, 0) + n
-        client_close = session.closes[0]
-        if client_close is not None:
-            codes = metrics.client_close_codes
-            codes[client_close.code] = codes.get(client_close.code, 0) + 1
-
-    @staticmethod
-    def _count(counter: dict[str, int], key: str) -> None:
-        counter[key] = counter.get(key, 0) + 1
 
     async def _refuse(
         self,
@@ -435,7 +434,7 @@ class ProxyServer:
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/health": lambda: (200, _json({"status": "ok"}), b"application/json"),
             "/ready": self._ready,
-            "/metrics": lambda: (200, self._render_metrics(), b"text/plain; version=0.0.4"),
+            "/metrics": lambda: (200, self.render_metrics(), CONTENT_TYPE),
         }
         page = pages.get(path)
         if page is None:
@@ -447,12 +446,17 @@ class ProxyServer:
             answer = encode_answer(status, body, content_type)
         await _send(stream, answer, deadline)
 
-    def _render_metrics(self) -> bytes:
-        return self.metrics.render(
+    def refresh_metrics(self) -> None:
+        """Fold what is counted outside the metric families (live sessions, admission) into them."""
+        self.metrics.refresh(
             [s.stats for s in self._sessions],
             connections_open=self.admission.open,
             handshakes_pending=self.admission.pending,
-        ).encode()
+        )
+
+    def render_metrics(self) -> bytes:
+        self.refresh_metrics()
+        return self.metrics.render()
 
     def _ready(self) -> tuple[int, bytes, bytes]:
         config = self.config

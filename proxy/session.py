@@ -25,6 +25,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import trio
@@ -80,6 +81,14 @@ class SessionStats:
 
 
 Connector = Callable[[UpstreamTarget, Limits], Awaitable[WebSocket]]
+
+
+class Milestones(Protocol):
+    """Timing milestones the shell reports (proxy/metrics.py ``SessionClock``); each call must be cheap."""
+
+    def upstream_connected(self, seconds: float) -> None: ...
+    def client_text(self, text: str) -> None: ...
+    def to_client(self, frames: list[Frame]) -> None: ...
 
 
 async def tcp_connector(target: UpstreamTarget, limits: Limits) -> WebSocket:
@@ -205,6 +214,7 @@ class Session:
         label: str = "session",
         stats: SessionStats | None = None,
         connector: Connector | None = None,
+        milestones: Milestones | None = None,
     ) -> None:
         self._client = client
         self._core = core
@@ -213,6 +223,7 @@ class Session:
         self._label = label
         self.stats = stats if stats is not None else SessionStats()
         self._connector = connector if connector is not None else tcp_connector
+        self._milestones = milestones
         self._upstream: WebSocket | None = None
         self._to_client = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
         self._to_upstream = Outbox(limits.outbox_high_water_frames, limits.outbox_high_water_bytes)
@@ -237,6 +248,8 @@ class Session:
         if core.to_client:
             frames, core.to_client = core.to_client, []
             self.stats.to_client_frames += len(frames)
+            if self._milestones is not None:
+                self._milestones.to_client(frames)
             self._to_client.extend(frames)
         if core.to_upstream:
             frames, core.to_upstream = core.to_upstream, []
@@ -338,6 +351,8 @@ class Session:
             if self._ending:
                 continue
             self.stats.client_frames += 1
+            if self._milestones is not None and isinstance(message, str):
+                self._milestones.client_text(message)
             core.client_message(message, trio.current_time())
             self._flush()
             await self._send_pending()
@@ -409,8 +424,11 @@ class Session:
         failure: UpstreamFailure | None = None
         try:
             async with trio.open_nursery() as nursery:
+                connecting_at = trio.current_time()
                 upstream = await self._connector(target, self._limits)
                 self._upstream = upstream
+                if self._milestones is not None:
+                    self._milestones.upstream_connected(trio.current_time() - connecting_at)
                 if self._ending:
                     return
                 self._closers_expected = 2

@@ -412,7 +412,7 @@ async def client_frames_seen(port: int) -> int:
     _, body = await http_get(port, "/metrics")
     for line in body.decode().splitlines():
         if line.startswith('proxy_frames_total{leg="client"}'):
-            return int(line.split()[-1])
+            return int(float(line.split()[-1]))
     raise AssertionError("proxy_frames_total missing from /metrics")
 
 

@@ -95,7 +95,7 @@ async def test_the_listener_stays_open_until_the_last_session_closes(autojump_cl
             while not await listener_is_closed(port):  # noqa: ASYNC110 - polling the listener is the point
                 await trio.sleep(0.01)
         assert trio.current_time() - start == pytest.approx(3.0, abs=0.02)  # within two polling steps
-        assert server.metrics.client_close_codes.get(1001) is None
+        assert server.metrics.client_close_codes.get("1001") is None
 
 
 async def test_a_second_shutdown_with_no_drain_time_closes_sessions_at_once(autojump_clock: trio.abc.Clock) -> None:

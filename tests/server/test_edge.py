@@ -13,6 +13,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from proxy.config import Config, Limits, networks
 from proxy.server import LOG_INTERVAL_S, ProxyServer
+from tests.promtext import has_sample
 from tests.server.test_server import echo_upstream, http_get, proxy
 
 UPGRADE = (
@@ -65,7 +66,7 @@ async def status_of(stream: trio.SocketStream) -> int:
 
 
 def metric(text: str, line: str) -> bool:
-    return line in text.splitlines()
+    return has_sample(text, line)
 
 
 # -- the handshake deadline ------------------------------------------------------------------------------------
@@ -283,7 +284,7 @@ async def test_the_accept_loop_survives_running_out_of_file_descriptors(
         assert trio.current_time() - start == pytest.approx(27.5)
         nursery.cancel_scope.cancel()
     assert answer.startswith(b"HTTP/1.1 200")
-    assert metric(answer.decode(), 'proxy_accept_errors_total{errno="EMFILE"} 30')
+    assert metric(answer.partition(b"\r\n\r\n")[2].decode(), 'proxy_accept_errors_total{errno="EMFILE"} 30')
     # One line at 0 s, the next failure after 10 s (10.5 s) and after 20 s (20.5 s), each counting what it held back.
     warnings = [r.getMessage() for r in caplog.records if r.name == "proxy.server" and r.levelno == logging.WARNING]
     assert len(warnings) == 3
