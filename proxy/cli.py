@@ -20,6 +20,7 @@ import trio
 from . import config as config_module
 from . import redact
 from .config import Config, ConfigError, UpstreamSource
+from .tls import ServerTLS
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -132,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="clock skew allowed on 'exp' and 'nbf' in seconds (env PROXY_JWT_LEEWAY_S, default 30)",
     )
+    p.add_argument(
+        "--tls-cert",
+        help="PEM certificate chain: serve wss:// and https:// on the port; with --tls-key; reloaded on SIGHUP"
+        " (env PROXY_TLS_CERT)",
+    )
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert, unencrypted (env PROXY_TLS_KEY)")
     return p
 
 
@@ -153,6 +160,8 @@ def build_config(args: argparse.Namespace) -> Config:
         "jwt_audience": args.jwt_audience,
         "jwt_issuer": args.jwt_issuer,
         "jwt_leeway_s": args.jwt_leeway_s,
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
     }
     if args.deferred_response_create_timeout_ms is not None:
         if args.deferred_response_create_timeout_ms < 0:
@@ -165,7 +174,9 @@ def build_config(args: argparse.Namespace) -> Config:
         if args.max_sessions < 1:
             raise ConfigError("--max-sessions must be at least 1")
         config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_sessions=args.max_sessions))
-    return _limits(config, args)
+    config = _limits(config, args)
+    ServerTLS.from_config(config)  # the certificate and key load, or start-up stops here
+    return config
 
 
 def _limits(config: Config, args: argparse.Namespace) -> Config:
@@ -262,11 +273,11 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
 
     SIGTERM starts a drain (see :meth:`~proxy.server.ProxyServer.shutdown`): the listener keeps answering until the
     sessions end or the drain timeout passes. A second SIGTERM, or SIGINT, ends the drain now: sessions get 1001
-    and the shutdown grace. Any signal after that cancels what is left.
+    and the shutdown grace. Any signal after that cancels what is left. SIGHUP reloads the TLS certificate.
     """
     from .server import ProxyServer
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             if config.uses_simulator():
                 from .sim.server import SimOptions, serve_simulators
@@ -282,10 +293,16 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
             _announce_upstreams(config)
             server = ProxyServer(config)
             port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope)
-            print(f"listening on ws://{config.host}:{port}", flush=True)
+            scheme = "ws" if server.tls is None else "wss"
+            print(f"listening on {scheme}://{config.host}:{port}", flush=True)
             ending = False
             async for signum in signals:
-                if signum == signal.SIGTERM and not server.draining:
+                if signum == signal.SIGHUP:
+                    if server.tls is None:
+                        log.info("SIGHUP: no TLS certificate configured, nothing to reload")
+                    else:
+                        server.tls.reload()
+                elif signum == signal.SIGTERM and not server.draining:
                     server.shutdown()
                 elif not ending:
                     log.info("%s: closing sessions now", signal.Signals(signum).name)

@@ -141,6 +141,9 @@ class Config:
     jwt_issuer: str | None = None
     #: Clock skew allowed on ``exp`` and ``nbf``.
     jwt_leeway_s: float = 30.0
+    #: PEM certificate chain and private key: the port serves wss:// and https:// (proxy/tls.py); both or neither.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     def client_secrets(self) -> tuple[str, ...]:
@@ -393,6 +396,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         "deepgram_synthetic_audio_done": _truthy(env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE")),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
+        # The reference's names are aliases.
+        "tls_cert_file": env.get("PROXY_TLS_CERT") or env.get("OPENAI_PROXY_TLS_CERT_PATH") or None,
+        "tls_key_file": env.get("PROXY_TLS_KEY") or env.get("OPENAI_PROXY_TLS_KEY_PATH") or None,
     }
     values["limits"] = _limits_from_env(env)
     values.update(_client_auth(env, overrides))
@@ -424,6 +430,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         urls["deepgram_listen_url"], keys["deepgram_key"], DEEPGRAM_LISTEN_DEFAULT_URL, "DEEPGRAM_LISTEN_URL"
     )
     config = Config(**values)  # type: ignore[arg-type]
+    if (config.tls_cert_file is None) != (config.tls_key_file is None):
+        raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key, or neither)")
     if config.deepgram_auth not in ("header", "subprotocol"):
         raise ConfigError("deepgram auth must be 'header' or 'subprotocol'")
     return config

@@ -43,6 +43,7 @@ from .metrics import Metrics
 from .ratelimit import LogThrottle
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
+from .tls import ServerTLS, accept_tls
 from .transport import SocketTransport
 from .ws import Refusal, Upgrade, WebSocket, accept_response, parse_upgrade
 
@@ -98,6 +99,8 @@ class ProxyServer:
         self.metrics = Metrics()
         self.admission = Admission(config.limits, config.trusted_proxies)
         self._gate = ClientGate.from_config(config)
+        #: None without TLS; else it wraps every accepted stream (and reloads on SIGHUP).
+        self.tls = ServerTLS.from_config(config)
         self._ids = itertools.count(1)
         self._sessions: dict[Session, str] = {}
         self._draining = False
@@ -217,12 +220,17 @@ class ProxyServer:
 
     # -- per connection -----------------------------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
+    async def _handle_connection(self, accepted: trio.SocketStream, ticket: Ticket) -> None:
         deadline = trio.current_time() + self.config.limits.handshake_timeout_s
+        stream: trio.abc.Stream = accepted if self.tls is None else self.tls.wrap(accepted)
         try:
             reader = HeadReader()
             head: RequestHead | BadHead | None = None
             with trio.move_on_at(deadline) as reading:
+                # TLS first, inside the same deadline and while the connection holds its pending-handshake slot.
+                if isinstance(stream, trio.SSLStream) and not await accept_tls(stream):
+                    self.metrics.count_rejected("tls_handshake")
+                    return
                 head = await receive_request_head(stream, reader)
             self.admission.head_read(ticket)
             if reading.cancelled_caught:
@@ -249,7 +257,7 @@ class ProxyServer:
             self.admission.release(ticket)
             await trio.aclose_forcefully(stream)
 
-    async def _dispatch(self, stream: trio.SocketStream, ticket: Ticket, head: RequestHead, deadline: float) -> None:
+    async def _dispatch(self, stream: trio.abc.Stream, ticket: Ticket, head: RequestHead, deadline: float) -> None:
         request = head.request
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -313,7 +321,7 @@ class ProxyServer:
 
     async def _open_session(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         buffered: bytes,
         route: tuple[str, Route],
         upgrade: Upgrade,
@@ -322,7 +330,7 @@ class ProxyServer:
         query: str,
         connection_id: str,
         deadline: float,
-    ) -> tuple[Session, SocketTransport, str] | None:
+    ) -> tuple[Session, trio.abc.Stream, str] | None:
         """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
@@ -350,7 +358,8 @@ class ProxyServer:
         if not await _send(stream, accept_response(upgrade.key, subprotocol, _UPGRADE_HEADERS), deadline):
             self.metrics.count_rejected("handshake_timeout")
             return None
-        transport = SocketTransport.take_over(stream)
+        # A TLS stream already runs over a SocketTransport; a plain one is taken over now.
+        transport = SocketTransport.take_over(stream) if isinstance(stream, trio.SocketStream) else stream
         client = WebSocket(
             transport,
             client=False,
@@ -368,7 +377,7 @@ class ProxyServer:
         log.info("%s: client connected (trace_id=%s)", label, trace_id)
         return session, transport, label
 
-    async def _run_session(self, session: Session, transport: SocketTransport, label: str) -> None:
+    async def _run_session(self, session: Session, transport: trio.abc.Stream, label: str) -> None:
         route_name = self._sessions[session]
         try:
             await session.run()
@@ -401,12 +410,12 @@ class ProxyServer:
     def _count(counter: dict[str, int], key: str) -> None:
         counter[key] = counter.get(key, 0) + 1
 
-    async def _refuse(self, stream: trio.SocketStream, status: int, message: str, reason: str, deadline: float) -> None:
+    async def _refuse(self, stream: trio.abc.Stream, status: int, message: str, reason: str, deadline: float) -> None:
         self.metrics.count_rejected(reason)
         extra = _RETRY_AFTER if status == 503 else ()
         await _send(stream, encode_answer(status, message.encode(), extra=extra), deadline)
 
-    async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str, deadline: float) -> None:
+    async def _answer_http(self, stream: trio.abc.Stream, method: bytes, path: str, deadline: float) -> None:
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/health": lambda: (200, _json({"status": "ok"}), b"application/json"),
             "/ready": self._ready,
@@ -471,7 +480,7 @@ async def receive_request_head(
             return decided
 
 
-async def _send(stream: trio.SocketStream, data: bytes, deadline: float) -> bool:
+async def _send(stream: trio.abc.SendStream, data: bytes, deadline: float) -> bool:
     """Send before the handshake deadline; False if it passed first."""
     with trio.move_on_at(deadline):
         await stream.send_all(data)
@@ -479,12 +488,13 @@ async def _send(stream: trio.SocketStream, data: bytes, deadline: float) -> bool
     return False
 
 
-async def _answer_and_close(stream: trio.SocketStream, status: int, deadline: float) -> None:
+async def _answer_and_close(stream: trio.abc.Stream, status: int, deadline: float) -> None:
     """Answer a head that cannot be served, then half-close and drop what the peer still sends (bounded)."""
     if not await _send(stream, encode_answer(status, http.HTTPStatus(status).phrase.encode(), TEXT), deadline):
         return
     with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
-        await stream.send_eof()
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
+            await stream.send_eof()
         dropped = 0
         while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
             dropped += len(data)
