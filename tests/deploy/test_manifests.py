@@ -403,3 +403,16 @@ def test_the_health_check_speaks_https_when_the_proxy_serves_tls(tmp_path: Path)
         assert healthcheck(env).returncode == 0
         assert healthcheck({"PROXY_PORT": str(port)}).returncode == 1  # plain http on the TLS port
         process.terminate()
+
+
+# -- the guide -------------------------------------------------------------------------------------------------
+
+
+def test_the_deployment_guide_is_linked_and_covers_every_deploy_file() -> None:
+    assert "(docs/deployment.md)" in (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".service"):
+            assert path.name in guide, path.name
+    for word in ("--workers", "PROXY_WORKERS", "--tls-cert", "--trusted-proxies", "terminationGracePeriodSeconds"):
+        assert word in guide, word
