@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import config as config_module
-from . import redact
+from . import redact, tls
 from .config import Config, ConfigError, UpstreamSource
-from .tls import ServerTLS
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -175,7 +174,7 @@ def build_config(args: argparse.Namespace) -> Config:
             raise ConfigError("--max-sessions must be at least 1")
         config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, max_sessions=args.max_sessions))
     config = _limits(config, args)
-    ServerTLS.from_config(config)  # the certificate and key load, or start-up stops here
+    tls.check(config)  # the certificate and key load, or start-up stops here
     return config
 
 
@@ -293,8 +292,7 @@ async def serve(config: Config, sim_options: SimOptions | None = None) -> None:
             _announce_upstreams(config)
             server = ProxyServer(config)
             port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope)
-            scheme = "ws" if server.tls is None else "wss"
-            print(f"listening on {scheme}://{config.host}:{port}", flush=True)
+            print(f"listening on {config.url_scheme}://{config.host}:{port}", flush=True)
             ending = False
             async for signum in signals:
                 if signum == signal.SIGHUP:

@@ -146,9 +146,18 @@ class Config:
     tls_key_file: str | None = None
     limits: Limits = field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key, or neither)")
+
     def client_secrets(self) -> tuple[str, ...]:
         """Every client-side secret value (static tokens, JWT secrets): what log redaction must hide."""
         return (*self.client_tokens, *self.jwt_secrets)
+
+    @property
+    def url_scheme(self) -> str:
+        """``wss`` when the port serves TLS, else ``ws`` (the ``listening on`` line and clients' URLs)."""
+        return "wss" if self.tls_cert_file is not None else "ws"
 
     def uses_simulator(self) -> bool:
         return UpstreamSource.SIMULATOR in (
@@ -430,8 +439,6 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         urls["deepgram_listen_url"], keys["deepgram_key"], DEEPGRAM_LISTEN_DEFAULT_URL, "DEEPGRAM_LISTEN_URL"
     )
     config = Config(**values)  # type: ignore[arg-type]
-    if (config.tls_cert_file is None) != (config.tls_key_file is None):
-        raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key, or neither)")
     if config.deepgram_auth not in ("header", "subprotocol"):
         raise ConfigError("deepgram auth must be 'header' or 'subprotocol'")
     return config

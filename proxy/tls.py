@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 import trio
+from cryptography import x509
 
 from .config import Config, ConfigError
 from .transport import SocketTransport
 
-__all__ = ["ServerTLS", "TLSFiles", "accept_tls", "server_context"]
+__all__ = ["ServerTLS", "TLSFiles", "accept_tls", "files_from_config", "server_context"]
 
 log = logging.getLogger("proxy.tls")
 
 #: PEM files of a certificate chain and a key are small; a larger file is a wrong path.
 MAX_PEM_BYTES = 1 << 20
 ALPN_PROTOCOLS = ("http/1.1",)
+#: A certificate this close to its end is announced with a WARNING at every load.
+EXPIRY_WARNING_S = 14 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,35 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
     return context
 
 
+def files_from_config(config: Config) -> TLSFiles | None:
+    """The configured pair, or None without TLS (:class:`Config` holds both or neither)."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    return TLSFiles(config.tls_cert_file, config.tls_key_file)
+
+
+def check(config: Config) -> None:
+    """Start-up validation, without logging: :class:`ConfigError` unless the configured pair (if any) can serve."""
+    files = files_from_config(config)
+    if files is not None:
+        server_context(files)
+
+
+def expiry_problem(cert_file: str, now: float) -> str | None:
+    """Why the (leaf) certificate in ``cert_file`` needs attention soon, or None."""
+    try:
+        with open(cert_file, "rb") as file:
+            leaf = x509.load_pem_x509_certificate(file.read(MAX_PEM_BYTES))
+    except (OSError, ValueError):
+        return None  # it loaded into the context a moment ago; nothing more to say
+    left_s = leaf.not_valid_after_utc.timestamp() - now
+    if left_s <= 0:
+        return f"the TLS certificate in {cert_file!r} has expired"
+    if left_s < EXPIRY_WARNING_S:
+        return f"the TLS certificate in {cert_file!r} expires in {left_s / 86400:.1f} days"
+    return None
+
+
 class ServerTLS:
     """The listener's TLS: wraps accepted streams with the current context; :meth:`reload` swaps the context."""
 
@@ -99,13 +132,18 @@ class ServerTLS:
         self._context = server_context(files)
         #: Successful reloads since start (the tests and the log read it).
         self.reloads = 0
+        self._check_expiry()
 
     @classmethod
     def from_config(cls, config: Config) -> ServerTLS | None:
         """None when the configuration asks for no TLS; :class:`ConfigError` when its files cannot serve."""
-        if config.tls_cert_file is None or config.tls_key_file is None:
-            return None
-        return cls(TLSFiles(config.tls_cert_file, config.tls_key_file))
+        files = files_from_config(config)
+        return None if files is None else cls(files)
+
+    def _check_expiry(self) -> None:
+        problem = expiry_problem(self.files.cert_file, time.time())
+        if problem is not None:
+            log.warning("%s; replace it and send SIGHUP", problem)
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -127,6 +165,7 @@ class ServerTLS:
         self._context = context
         self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.files.cert_file)
+        self._check_expiry()
         return True
 
 

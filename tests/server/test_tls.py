@@ -4,6 +4,7 @@ clear one-line errors for files that cannot serve. A throwaway CA per test, real
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import ssl
@@ -239,6 +240,28 @@ def test_flags_win_over_the_environment(certs: Certs, monkeypatch: pytest.Monkey
 def test_a_certificate_without_a_key_or_the_reverse_is_refused(given: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="both a certificate and a key"):
         config_module.from_env(given)
+    with pytest.raises(ConfigError, match="both a certificate and a key"):
+        Config(tls_cert_file="/c.pem")
+
+
+@pytest.mark.parametrize(("days", "expected"), [(3, "expires in 3.0 days"), (-1, "has expired"), (60, None)])
+def test_a_certificate_near_its_end_is_announced_at_load_and_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, days: int, expected: str | None
+) -> None:
+    ca = trustme.CA()
+    not_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days, minutes=1)
+    leaf = ca.issue_cert("127.0.0.1", not_after=not_after)
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    caplog.set_level(logging.WARNING, logger="proxy.tls")
+    tls = ServerTLS(TLSFiles(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")))
+    assert tls.reload()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "proxy.tls"]
+    if expected is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 2
+        assert all(expected in w and "replace it and send SIGHUP" in w for w in warnings)
 
 
 def key_lines(certs: Certs) -> list[str]:
