@@ -3,7 +3,8 @@
 A connection is admitted against the caps of :mod:`proxy.admission` as it is accepted; over a cap it is closed at
 once, never queued, so idle sockets cannot make probes or honest clients wait. An admitted connection has one
 deadline, ``handshake_timeout_s`` after accept, for its whole request head and the answer to it (a peer trickling
-bytes does not extend it); the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
+bytes does not extend it), and for the TLS handshake before them when the port serves TLS (:mod:`proxy.tls`);
+the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
 here (``/health``, ``/ready``, ``/metrics``, 404 otherwise). A WebSocket upgrade is checked in this order: known
 route (404), client (Origin, tokens: 403/401), draining, the client address's connection cap and the session cap
 (503 with ``Retry-After``), so an unauthenticated client never learns about capacity. It is then handed to the

@@ -153,6 +153,20 @@ async def test_a_plain_http_client_on_the_tls_port_is_closed_cleanly(
     assert all(record.levelno < logging.WARNING for record in caplog.records if record.name.startswith("proxy"))
 
 
+async def test_a_bad_request_head_over_tls_gets_its_http_answer(certs: Certs) -> None:
+    async with tls_proxy(tls_config(certs)) as (server, port):
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, certs.client_context(), server_hostname="127.0.0.1", https_compatible=True)
+        async with stream:
+            await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+            data = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some():
+                    data += chunk
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert server.metrics.rejected_total == {"bad_request": 1}
+
+
 async def test_a_client_that_never_finishes_tls_holds_its_slot_only_until_the_handshake_deadline(
     certs: Certs, autojump_clock: trio.abc.Clock
 ) -> None:
