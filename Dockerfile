@@ -19,7 +19,8 @@ WORKDIR /src
 # The lock first, so the dependency layer is reused while only the proxy's code changes.
 COPY requirements/runtime.txt requirements/runtime.txt
 RUN pip install --only-binary=:all: -r requirements/runtime.txt
-COPY pyproject.toml README.md ./
+# LICENS[E]: the licence text travels with the package when the checkout has one.
+COPY pyproject.toml README.md LICENS[E] ./
 COPY proxy ./proxy
 # --no-deps: the locked versions above are the whole dependency set.
 RUN pip install --no-deps . \
