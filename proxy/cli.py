@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from . import config as config_module
-from . import logs, redact
+from . import logs, redact, tls
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
@@ -193,6 +193,15 @@ def _parser() -> argparse.ArgumentParser:
         help="send the reference's one-shot synthetic AgentAudioDone on /deepgram-proxy"
         " (env DEEPGRAM_SYNTHETIC_AUDIO_DONE=1; off by default)",
     )
+    listening.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain: serve wss:// and https:// on the port; with --tls-key; reloaded on SIGHUP"
+        " (env PROXY_TLS_CERT)",
+    )
+    listening.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert, unencrypted (env PROXY_TLS_KEY)"
+    )
     return p
 
 
@@ -228,13 +237,17 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
         ),
         "trusted_proxies": _text(args, "--trusted-proxies", config_module.networks),
         "workers": _text(args, "--workers", config_module.workers),
+        "tls_cert_file": args.tls_cert,
+        "tls_key_file": args.tls_key,
     }
     limits = {}
     for name, (flag, _variable, parse) in config_module.LIMIT_SETTINGS.items():
         value = _text(args, flag, parse)
         if value is not None:
             limits[name] = value
-    return config_module.from_env(env, limits=limits, **overrides)
+    config = config_module.from_env(env, limits=limits, **overrides)
+    tls.check(config)  # the certificate and key load, or start-up stops here
+    return config
 
 
 def setup_logging(level: str, secrets: Iterable[str] = (), log_format: str = "text") -> None:
@@ -329,14 +342,14 @@ async def serve(
 
     SIGTERM starts a drain (see :meth:`~proxy.server.ProxyServer.shutdown`): the listener keeps answering until the
     sessions end or the drain timeout passes. A second SIGTERM, or SIGINT, ends the drain now: sessions get 1001
-    and the shutdown grace. Any signal after that cancels what is left.
+    and the shutdown grace. Any signal after that cancels what is left. SIGHUP reloads the TLS certificate.
 
     A worker of :mod:`proxy.supervisor` passes ``listen``, ``metrics`` and ``started``; by default the server opens
     its own listeners, keeps its own metrics and prints the ``listening on`` line.
     """
     from .server import ProxyServer
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             if config.uses_simulator():
                 from .sim.server import SimOptions, serve_simulators
@@ -353,12 +366,17 @@ async def serve(
             server = ProxyServer(config, metrics=metrics)
             port = await nursery.start(_serve_then_stop, server, nursery.cancel_scope, listen)
             if started is None:
-                print(f"listening on ws://{config.host}:{port}", flush=True)
+                print(f"listening on {config.url_scheme}://{config.host}:{port}", flush=True)
             else:
                 started(server, port, nursery)
             ending = False
             async for signum in signals:
-                if signum == signal.SIGTERM and not server.draining:
+                if signum == signal.SIGHUP:
+                    if server.tls is None:
+                        log.info("SIGHUP: no TLS certificate configured, nothing to reload")
+                    else:
+                        server.tls.reload()
+                elif signum == signal.SIGTERM and not server.draining:
                     server.shutdown()
                 elif not ending:
                     log.info("%s: closing sessions now", signal.Signals(signum).name)

@@ -144,13 +144,25 @@ class Config:
     jwt_issuer: str | None = None
     #: Clock skew allowed on ``exp`` and ``nbf``.
     jwt_leeway_s: float = 30.0
+    #: PEM certificate chain and private key: the port serves wss:// and https:// (proxy/tls.py); both or neither.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     limits: Limits = field(default_factory=Limits)
     #: Worker processes sharing the port (proxy/supervisor.py); 1: this process serves alone, no supervisor.
     workers: int = 1
 
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key, or neither)")
+
     def client_secrets(self) -> tuple[str, ...]:
         """Every client-side secret value (static tokens, JWT secrets): what log redaction must hide."""
         return (*self.client_tokens, *self.jwt_secrets)
+
+    @property
+    def url_scheme(self) -> str:
+        """``wss`` when the port serves TLS, else ``ws`` (the ``listening on`` line and clients' URLs)."""
+        return "wss" if self.tls_cert_file is not None else "ws"
 
     def uses_simulator(self) -> bool:
         return UpstreamSource.SIMULATOR in (
@@ -488,6 +500,9 @@ def from_env(
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
         "workers": workers(env.get("PROXY_WORKERS") or "1", "PROXY_WORKERS"),
+        # The reference's names are aliases.
+        "tls_cert_file": env.get("PROXY_TLS_CERT") or env.get("OPENAI_PROXY_TLS_CERT_PATH") or None,
+        "tls_key_file": env.get("PROXY_TLS_KEY") or env.get("OPENAI_PROXY_TLS_KEY_PATH") or None,
     }
     values["limits"] = _limits_from_env(env, limits or {})
     values.update(_client_auth(env, overrides))

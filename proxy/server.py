@@ -3,7 +3,8 @@
 A connection is admitted against the caps of :mod:`proxy.admission` as it is accepted; over a cap it is closed at
 once, never queued, so idle sockets cannot make probes or honest clients wait. An admitted connection has one
 deadline, ``handshake_timeout_s`` after accept, for its whole request head and the answer to it (a peer trickling
-bytes does not extend it); the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
+bytes does not extend it), and for the TLS handshake before them when the port serves TLS (:mod:`proxy.tls`);
+the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
 here (``/health``, ``/ready``, ``/metrics``, 404 otherwise). A WebSocket upgrade is checked in this order: known
 route (404), client (Origin, tokens: 403/401), draining, the client address's connection cap and the session cap
 (503 with ``Retry-After``), so an unauthenticated client never learns about capacity. It is then handed to the
@@ -43,6 +44,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .ratelimit import LogThrottle
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
+from .tls import ServerTLS, accept_tls
 from .transport import SocketTransport
 from .ws import Refusal, Upgrade, WebSocket, accept_response, parse_upgrade
 
@@ -99,6 +101,8 @@ class ProxyServer:
         self.metrics = metrics if metrics is not None else Metrics()
         self.admission = Admission(config.limits, config.trusted_proxies)
         self._gate = ClientGate.from_config(config)
+        #: None without TLS; else it wraps every accepted stream (and reloads on SIGHUP).
+        self.tls = ServerTLS.from_config(config)
         self._ids = itertools.count(1)
         self._sessions: dict[Session, str] = {}
         #: When each session's 101 went out (its duration is measured from there).
@@ -221,12 +225,17 @@ class ProxyServer:
 
     # -- per connection -----------------------------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
+    async def _handle_connection(self, accepted: trio.SocketStream, ticket: Ticket) -> None:
         deadline = trio.current_time() + self.config.limits.handshake_timeout_s
+        stream: trio.abc.Stream = accepted if self.tls is None else self.tls.wrap(accepted)
         try:
             reader = HeadReader()
             head: RequestHead | BadHead | None = None
             with trio.move_on_at(deadline) as reading:
+                # TLS first, inside the same deadline and while the connection holds its pending-handshake slot.
+                if isinstance(stream, trio.SSLStream) and not await accept_tls(stream):
+                    self.metrics.count_rejected("tls_handshake")
+                    return
                 head = await receive_request_head(stream, reader)
             self.admission.head_read(ticket)
             if reading.cancelled_caught:
@@ -253,7 +262,7 @@ class ProxyServer:
             self.admission.release(ticket)
             await trio.aclose_forcefully(stream)
 
-    async def _dispatch(self, stream: trio.SocketStream, ticket: Ticket, head: RequestHead, deadline: float) -> None:
+    async def _dispatch(self, stream: trio.abc.Stream, ticket: Ticket, head: RequestHead, deadline: float) -> None:
         request = head.request
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -332,7 +341,7 @@ class ProxyServer:
 
     async def _open_session(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         buffered: bytes,
         route: tuple[str, Route],
         upgrade: Upgrade,
@@ -342,7 +351,7 @@ class ProxyServer:
         connection_id: str,
         trace_id: str,
         deadline: float,
-    ) -> tuple[Session, SocketTransport, str] | None:
+    ) -> tuple[Session, trio.abc.Stream, str] | None:
         """The WebSocket handshake and the session, registered; None if the upgrade was refused or timed out."""
         route_name, make = route
         limits = self.config.limits
@@ -371,7 +380,8 @@ class ProxyServer:
         if not await _send(stream, accept_response(upgrade.key, subprotocol, headers), deadline):
             self.metrics.count_rejected("handshake_timeout")
             return None
-        transport = SocketTransport.take_over(stream)
+        # A TLS stream already runs over a SocketTransport; a plain one is taken over now.
+        transport = SocketTransport.take_over(stream) if isinstance(stream, trio.SocketStream) else stream
         client = WebSocket(
             transport,
             client=False,
@@ -393,7 +403,7 @@ class ProxyServer:
         log.info("%s: client connected (trace_id=%s)", label, trace_id)
         return session, transport, label
 
-    async def _run_session(self, session: Session, transport: SocketTransport, label: str) -> None:
+    async def _run_session(self, session: Session, transport: trio.abc.Stream, label: str) -> None:
         route_name = self._sessions[session]
         try:
             await session.run()
@@ -419,7 +429,7 @@ class ProxyServer:
 
     async def _refuse(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         status: int,
         message: str,
         reason: str,
@@ -430,7 +440,7 @@ class ProxyServer:
         extra = (*headers, *_RETRY_AFTER) if status == 503 else tuple(headers)
         await _send(stream, encode_answer(status, message.encode(), extra=extra), deadline)
 
-    async def _answer_http(self, stream: trio.SocketStream, method: bytes, path: str, deadline: float) -> None:
+    async def _answer_http(self, stream: trio.abc.Stream, method: bytes, path: str, deadline: float) -> None:
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/health": lambda: (200, _json({"status": "ok"}), b"application/json"),
             "/ready": self._ready,
@@ -500,7 +510,7 @@ async def receive_request_head(
             return decided
 
 
-async def _send(stream: trio.SocketStream, data: bytes, deadline: float) -> bool:
+async def _send(stream: trio.abc.SendStream, data: bytes, deadline: float) -> bool:
     """Send before the handshake deadline; False if it passed first."""
     with trio.move_on_at(deadline):
         await stream.send_all(data)
@@ -508,12 +518,13 @@ async def _send(stream: trio.SocketStream, data: bytes, deadline: float) -> bool
     return False
 
 
-async def _answer_and_close(stream: trio.SocketStream, status: int, deadline: float) -> None:
+async def _answer_and_close(stream: trio.abc.Stream, status: int, deadline: float) -> None:
     """Answer a head that cannot be served, then half-close and drop what the peer still sends (bounded)."""
     if not await _send(stream, encode_answer(status, http.HTTPStatus(status).phrase.encode(), TEXT), deadline):
         return
     with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
-        await stream.send_eof()
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
+            await stream.send_eof()
         dropped = 0
         while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
             dropped += len(data)

@@ -4,7 +4,8 @@ The supervisor is a small synchronous loop; the workers are forked from it and e
 (:func:`proxy.cli.serve`) on its own listening socket, all bound to the same port with ``SO_REUSEPORT``, so the
 kernel spreads new connections over the workers and no connection waits behind a busy one. The supervisor binds
 the port first (without listening: such a socket takes no connections) to pick it once for ``--port 0`` and to
-keep it reserved while workers restart. It prints ``listening on ws://HOST:PORT`` once every worker listens.
+keep it reserved while workers restart. It prints ``listening on ws://HOST:PORT`` (``wss://`` with TLS) once
+every worker listens.
 
 * A worker that dies is started again after a delay that doubles with each quick death (``RESTART_FIRST_S`` up to
   ``RESTART_MAX_S``; a worker that ran ``STABLE_S`` resets it), so a crash loop costs a fork now and then, not a
@@ -221,7 +222,7 @@ class Supervisor:
             try:
                 os.setpgid(0, 0)
                 signal.set_wakeup_fd(-1)
-                for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(signum, signal.SIG_DFL)
                 for fd in (self._lifeline_w, self._ready_r, self._wake_r, self._wake_w, *self._inherited):
                     os.close(fd)
@@ -307,7 +308,7 @@ class Supervisor:
 
     def run(self, inherited: list[int]) -> int:
         self._inherited = inherited
-        handled = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+        handled = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {number: signal.getsignal(number) for number in handled}
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
         for number in handled:
@@ -324,12 +325,16 @@ class Supervisor:
                     signum = self._pending_signals.pop(0)
                     if signum == signal.SIGCHLD:
                         self._reap()
+                    elif signum == signal.SIGHUP:
+                        # Each worker reloads its own TLS certificate; a restarted worker reads the files anew.
+                        log.info("SIGHUP: passed to every worker")
+                        self._signal_workers(signal.SIGHUP)
                     else:
                         self._on_signal(signum)
                 self._read_ready()
                 if not announced and not self.stopping and all(s.ready for s in self.slots):
                     announced = True
-                    print(f"listening on ws://{self.config.host}:{self.port}", flush=True)
+                    print(f"listening on {self.config.url_scheme}://{self.config.host}:{self.port}", flush=True)
                 now = time.monotonic()
                 for slot, state in enumerate(self.slots):
                     if not self.stopping and state.restart_at is not None and state.restart_at <= now:
