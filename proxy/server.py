@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from .admission import Admission, Ticket
+from .admission import PENDING_EVICTED, Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
@@ -223,8 +223,21 @@ class ProxyServer:
             reader = HeadReader()
             head: RequestHead | BadHead | None = None
             with trio.move_on_at(deadline) as reading:
+                # Another address may take this connection's pending slot (proxy/admission.py): stop reading then.
+                ticket.on_evict = reading.cancel
+                if ticket.evicted:  # evicted before this task first ran
+                    reading.cancel()
                 head = await receive_request_head(stream, reader)
+            ticket.on_evict = None
             self.admission.head_read(ticket)
+            if ticket.evicted:
+                self.metrics.count_rejected(PENDING_EVICTED)
+                self._warn(
+                    PENDING_EVICTED,
+                    "pending handshakes full: evicted the oldest of %s's to admit another address",
+                    ticket.peer,
+                )
+                return
             if reading.cancelled_caught:
                 # A slow or idle peer is normal on the internet: counted, never an error.
                 self.metrics.count_rejected("handshake_timeout")
