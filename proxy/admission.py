@@ -25,6 +25,7 @@ read, so it is counted then (:meth:`Admission.claim`), for WebSocket upgrades, t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -168,8 +169,12 @@ class Admission:
         return client
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
-    """An IP address as peers and proxies write it (IPv4-mapped IPv6 is the IPv4 address); None if it is not one."""
+    """An IP address as peers and proxies write it (IPv4-mapped IPv6 is the IPv4 address); None if it is not one.
+
+    Cached (bounded): parsing is most of the cost of admitting a connection, and a reconnect storm repeats one address.
+    """
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
         text = text[1 : text.index("]")]
