@@ -222,8 +222,7 @@ class ProxyServer:
         through the scheduler. An attacker's reconnect storm is all refused connections, and each one the proxy pays
         for comes out of the honest sessions' CPU time.
         """
-        raw = socket.socket(fileno=os.dup(listening.fileno()))
-        raw.setblocking(False)
+        raw = _raw_listening_socket(listening)
         pause_s = _ACCEPT_PAUSE_FIRST_S
         try:
             while True:
@@ -521,6 +520,14 @@ class ProxyServer:
             },
         }
         return (503 if self._draining else 200), _json(body), b"application/json"
+
+
+def _raw_listening_socket(listening: trio.socket.SocketType) -> socket.socket:
+    """A non-blocking standard-library handle on the listener's socket (its own descriptor: closing it leaves the
+    listener open)."""
+    raw = socket.socket(fileno=os.dup(listening.fileno()))
+    raw.setblocking(False)
+    return raw
 
 
 def _json(value: object) -> bytes:

@@ -5,8 +5,9 @@ window) under a mock clock: the browser and the upstream each send max-size text
 outside the BMP (the costliest decode), max-size messages split into the most fragments allowed, binary messages,
 and pings within the rate. The browser reads slowly; the core echoes each client message back besides relaying it,
 so the client leg's outbox is fed by two tasks and fills to its high-water mark (with the outbox unbounded the peak
-is 2.4 times what it is, and the test fails). The browser ends with a pong flood (1008). Every byte the test sends is built before tracing starts and is sent in small slices, so the
-traced peak is the session's own, plus the few slices the test has in flight.
+is 2.4 times what it is, and the test fails). The browser ends with a pong flood (1008). Every byte the test sends
+is built before tracing starts and is sent in small slices, so the traced peak is the session's own, plus what the
+test itself holds (:func:`allowance`).
 """
 
 from __future__ import annotations
