@@ -80,6 +80,7 @@ _READ_BYTES = 4096
 #: After an error answer, input the peer is still sending is read and dropped for at most this long (bounded also
 #: by the handshake deadline), so closing does not reset the connection before the peer reads the answer.
 _LINGER_S = 1.0
+_SHUTTING_DOWN = "Server shutting down"
 _LINGER_BYTES = 64 * 1024
 
 
@@ -115,6 +116,7 @@ class ProxyServer:
         self._draining = False
         self._upgrading = 0
         self._drain_deadline = math.inf
+        self._sessions_closed = False
         #: Set when a drain starts or moves, or a session ends; replaced by each wait.
         self._changed = trio.Event()
         self._throttle = LogThrottle(LOG_INTERVAL_S)
@@ -188,9 +190,10 @@ class ProxyServer:
                 await changed.wait()
 
     def _close_sessions(self) -> None:
+        self._sessions_closed = True  # an upgrade still on its way gets 1001 as soon as its 101 is out
         log.info("listener closed; closing %d sessions with 1001", len(self._sessions))
         for session in list(self._sessions):
-            session.request_close(Close(GOING_AWAY, "Server shutting down"))
+            session.request_close(Close(GOING_AWAY, _SHUTTING_DOWN))
 
     # -- accepting ----------------------------------------------------------------------------------------------
 
@@ -438,6 +441,13 @@ class ProxyServer:
             max_fragments_per_message=limits.max_fragments_per_message,
             max_control_frames_per_s=limits.max_control_frames_per_s,
         )
+        if self._sessions_closed:
+            # The drain ended while this upgrade's 101 was on its way: it goes the way of every other session.
+            with trio.move_on_after(limits.close_timeout_s):
+                await client.aclose(GOING_AWAY, _SHUTTING_DOWN)
+            codes = self.metrics.client_close_codes
+            codes[GOING_AWAY] = codes.get(GOING_AWAY, 0) + 1
+            return None
         label = f"{route_name} {connection_id}"
         session = Session(client, decision.core, decision.target, limits, label=label, stats=SessionStats())
         self._sessions[session] = route_name
