@@ -51,6 +51,8 @@ HONEST_ADDRESSES: Final = tuple(f"127.0.1.{n}" for n in range(1, 65))
 def honest_address(sid: int) -> str:
     """Session ``sid``'s source address."""
     return HONEST_ADDRESSES[sid % len(HONEST_ADDRESSES)]
+
+
 _FAILURES: Final = (OSError, HandshakeFailed, Closed, trio.TooSlowError, trio.BrokenResourceError)
 
 
