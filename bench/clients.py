@@ -10,6 +10,9 @@ Two flavours speak to a target:
 
 Senders are open-loop: every frame is due at a fixed time on the session's own schedule (a random phase, so
 sessions do not send in lockstep), whatever happened to earlier frames.
+
+Sessions connect from :data:`HONEST_ADDRESSES` in turn, as real users come from many addresses: the proxy under
+test keeps its default per-address connection cap, and the hostile clients' own address stands apart.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ from .ws import Closed, HandshakeFailed, WebSocket, connect
 
 Flavour = Literal["component", "realtime"]
 TURN_TEXT: Final = "Tell me something short."
+#: Loopback source addresses of the honest sessions (all of 127.0.0.0/8 is loopback on Linux): 64 of them, so even
+#: 4,000 sessions stay within the proxy's default 64 connections per address.
+HONEST_ADDRESSES: Final = tuple(f"127.0.1.{n}" for n in range(1, 65))
+
+
+def honest_address(sid: int) -> str:
+    """Session ``sid``'s source address."""
+    return HONEST_ADDRESSES[sid % len(HONEST_ADDRESSES)]
+
+
 _FAILURES: Final = (OSError, HandshakeFailed, Closed, trio.TooSlowError, trio.BrokenResourceError)
 
 
@@ -84,7 +97,7 @@ async def run_session(
     try:
         client.connect_started = trio.current_time()
         with trio.fail_after(schedule.connect_timeout):
-            ws = await connect(url)
+            ws = await connect(url, local_address=honest_address(record.sid))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.read, ws)
@@ -120,7 +133,7 @@ async def open_probe(phase: Phase, record: SessionRecord, url: str, flavour: Fla
     try:
         with trio.fail_after(timeout_s):
             client.connect_started = trio.current_time()
-            ws = await connect(url)
+            ws = await connect(url, local_address=honest_address(record.sid))
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(client.read, ws)

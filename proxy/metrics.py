@@ -255,6 +255,10 @@ class Metrics:
     def count_accept_error(self, errno_name: str) -> None:
         self._accept_errors.labels(errno_name).inc()
 
+    def count_client_close(self, code: int) -> None:
+        """A client closed by the proxy outside a session (an upgrade that ended with the drain)."""
+        self._client_closes.labels(close_code_label(code)).inc()
+
     def count_session_error(self) -> None:
         self._session_errors.inc()
 

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl
@@ -35,7 +36,7 @@ from urllib.parse import parse_qsl
 import trio
 
 from . import logs, redact
-from .admission import Admission, Ticket
+from .admission import PENDING_EVICTED, Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
@@ -61,6 +62,17 @@ _UPGRADE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 _RETRY_AFTER: tuple[tuple[bytes, bytes], ...] = ((b"Retry-After", b"1"),)
 #: accept(2) errors that mean "out of descriptors or memory for now", not a broken listener.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept(2) errors that concern only the connection being accepted (it went away first): accept the next one.
+_ACCEPT_IGNORABLE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        *("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH"),
+        *("EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET"),
+    )
+    if hasattr(errno, name)
+)
+#: Connections accepted per wake-up before other tasks get a turn.
+_ACCEPT_BATCH = 64
 _ACCEPT_PAUSE_FIRST_S = 0.1
 _ACCEPT_PAUSE_MAX_S = 1.0
 #: Complaints that can come once per connection (refusals, failed accepts) are logged at most this often per kind.
@@ -69,6 +81,7 @@ _READ_BYTES = 4096
 #: After an error answer, input the peer is still sending is read and dropped for at most this long (bounded also
 #: by the handshake deadline), so closing does not reset the connection before the peer reads the answer.
 _LINGER_S = 1.0
+_SHUTTING_DOWN = "Server shutting down"
 _LINGER_BYTES = 64 * 1024
 
 
@@ -110,6 +123,7 @@ class ProxyServer:
         self._draining = False
         self._upgrading = 0
         self._drain_deadline = math.inf
+        self._sessions_closed = False
         #: Set when a drain starts or moves, or a session ends; replaced by each wait.
         self._changed = trio.Event()
         self._throttle = LogThrottle(LOG_INTERVAL_S)
@@ -184,13 +198,17 @@ class ProxyServer:
                 await changed.wait()
 
     def _close_sessions(self) -> None:
+        self._sessions_closed = True  # an upgrade still on its way gets 1001 as soon as its 101 is out
         log.info("listener closed; closing %d sessions with 1001", len(self._sessions))
         for session in list(self._sessions):
-            session.request_close(Close(GOING_AWAY, "Server shutting down"))
+            session.request_close(Close(GOING_AWAY, _SHUTTING_DOWN))
 
     # -- accepting ----------------------------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: trio.abc.Listener[trio.SocketStream], handlers: trio.Nursery) -> None:
+        if isinstance(listener, trio.SocketListener):
+            await self._accept_socket(listener.socket, handlers)
+            return
         pause_s = _ACCEPT_PAUSE_FIRST_S
         while True:
             try:
@@ -198,22 +216,72 @@ class ProxyServer:
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                name = errno.errorcode[exc.errno]
-                self.metrics.count_accept_error(name)
-                self._warn("accept", "accept failed: %s (%s); pausing accepts", name, os.strerror(exc.errno))
-                await trio.sleep(pause_s)
-                pause_s = min(2 * pause_s, _ACCEPT_PAUSE_MAX_S)
+                pause_s = await self._accept_failed(exc, pause_s)
                 continue
             pause_s = _ACCEPT_PAUSE_FIRST_S
             peer = _peer_address(stream)
-            ticket = self.admission.admit(peer) if peer is not None else None
-            if isinstance(ticket, Ticket):
+            ticket = self._admit(peer)
+            if ticket is None:
+                await trio.aclose_forcefully(stream)
+            else:
                 handlers.start_soon(self._handle_connection, stream, ticket)
-                continue
-            if ticket is not None:  # over a cap: nothing was read, so there is nothing to answer
-                self.metrics.count_rejected(ticket)
-                self._warn(ticket, "refusing connections over %s (last from %s)", ticket, peer)
-            await trio.aclose_forcefully(stream)
+
+    async def _accept_socket(self, listening: trio.socket.SocketType, handlers: trio.Nursery) -> None:
+        """Accept from a listening socket in batches, wrapping only admitted connections in a stream.
+
+        A refused connection costs one accept(2) and one close(2): no stream object, no socket options, no trip
+        through the scheduler. An attacker's reconnect storm is all refused connections, and each one the proxy pays
+        for comes out of the honest sessions' CPU time.
+        """
+        raw = _raw_listening_socket(listening)
+        pause_s = _ACCEPT_PAUSE_FIRST_S
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(raw)
+                for _ in range(_ACCEPT_BATCH):
+                    try:
+                        connection, address = raw.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno in _ACCEPT_IGNORABLE_ERRNOS:
+                            continue
+                        if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                            raise
+                        pause_s = await self._accept_failed(exc, pause_s)
+                        break
+                    pause_s = _ACCEPT_PAUSE_FIRST_S
+                    peer = str(address[0]) if isinstance(address, tuple) else str(address)
+                    ticket = self._admit(peer)
+                    if ticket is None:
+                        connection.close()
+                    else:
+                        stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
+                        handlers.start_soon(self._handle_connection, stream, ticket)
+        finally:
+            trio.lowlevel.notify_closing(raw)
+            raw.close()
+
+    def _admit(self, peer: str | None) -> Ticket | None:
+        """Admit a connection from ``peer`` (None: already gone), or count and log why not."""
+        if peer is None:
+            return None
+        ticket = self.admission.admit(peer)
+        if isinstance(ticket, Ticket):
+            return ticket
+        # Over a cap: nothing was read, so there is nothing to answer.
+        self.metrics.count_rejected(ticket)
+        self._warn(ticket, "refusing connections over %s (last from %s)", ticket, peer)
+        return None
+
+    async def _accept_failed(self, exc: OSError, pause_s: float) -> float:
+        """Out of descriptors or memory: count, log (paced), pause; returns the next pause."""
+        assert exc.errno is not None
+        name = errno.errorcode[exc.errno]
+        self.metrics.count_accept_error(name)
+        self._warn("accept", "accept failed: %s (%s); pausing accepts", name, os.strerror(exc.errno))
+        await trio.sleep(pause_s)
+        return min(2 * pause_s, _ACCEPT_PAUSE_MAX_S)
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
         """A peer's fault that can repeat per connection: one WARNING per kind and interval."""
@@ -232,12 +300,26 @@ class ProxyServer:
             reader = HeadReader()
             head: RequestHead | BadHead | None = None
             with trio.move_on_at(deadline) as reading:
+                # Another address may take this connection's pending slot (proxy/admission.py): stop reading then.
+                ticket.on_evict = reading.cancel
+                if ticket.evicted:  # evicted before this task first ran
+                    reading.cancel()
                 # TLS first, inside the same deadline and while the connection holds its pending-handshake slot.
                 if isinstance(stream, trio.SSLStream) and not await accept_tls(stream):
+                    ticket.on_evict = None
                     self.metrics.count_rejected("tls_handshake")
                     return
                 head = await receive_request_head(stream, reader)
+            ticket.on_evict = None
             self.admission.head_read(ticket)
+            if ticket.evicted:
+                self.metrics.count_rejected(PENDING_EVICTED)
+                self._warn(
+                    PENDING_EVICTED,
+                    "pending handshakes full: evicted the oldest of %s's to admit another address",
+                    ticket.peer,
+                )
+                return
             if reading.cancelled_caught:
                 # A slow or idle peer is normal on the internet: counted, never an error.
                 self.metrics.count_rejected("handshake_timeout")
@@ -391,6 +473,12 @@ class ProxyServer:
             max_fragments_per_message=limits.max_fragments_per_message,
             max_control_frames_per_s=limits.max_control_frames_per_s,
         )
+        if self._sessions_closed:
+            # The drain ended while this upgrade's 101 was on its way: it goes the way of every other session.
+            with trio.move_on_after(limits.close_timeout_s):
+                await client.aclose(GOING_AWAY, _SHUTTING_DOWN)
+            self.metrics.count_client_close(GOING_AWAY)
+            return None
         label = f"{route_name} {connection_id}"
         now = trio.current_time()
         milestones = self.metrics.clock(route_name, now, trio.current_time)
@@ -481,6 +569,14 @@ class ProxyServer:
             },
         }
         return (503 if self._draining else 200), _json(body), b"application/json"
+
+
+def _raw_listening_socket(listening: trio.socket.SocketType) -> socket.socket:
+    """A non-blocking standard-library handle on the listener's socket (its own descriptor: closing it leaves the
+    listener open)."""
+    raw = socket.socket(fileno=os.dup(listening.fileno()))
+    raw.setblocking(False)
+    return raw
 
 
 def _json(value: object) -> bytes:

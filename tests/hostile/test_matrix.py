@@ -56,6 +56,8 @@ class Row:
     upstream: Script | None = None
     auth: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    #: Limits that differ from the matrix's defaults for this row.
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 # -- attacks -------------------------------------------------------------------------------------------------------
@@ -72,6 +74,35 @@ async def trickle(env: Env) -> Seen:
             await env.client.send_bytes(bytes([byte]))
             await trio.sleep(0.05)
     return await env.client.observe()
+
+
+async def hog_pending_slots(env: Env) -> Seen:
+    """The attacker's connection is the oldest of four idle ones holding every pending slot (the row's cap is 4);
+    a newcomer from another address is served at once, and the attacker's oldest socket is the one closed."""
+    more = [await trio.open_tcp_stream("127.0.0.1", env.port) for _ in range(3)]
+    refused = await trio.open_tcp_stream("127.0.0.1", env.port)  # the hog's own fifth: refused
+    assert await refused.receive_some() == b""
+    await refused.aclose()
+    newcomer = await trio.open_tcp_stream("127.0.0.1", env.port, local_address="127.0.0.3")
+    async with newcomer:
+        await newcomer.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await newcomer.receive_some()).startswith(b"HTTP/1.1 200 ")
+    seen = await env.client.observe()
+    for stream in more:
+        await stream.aclose()
+    return seen
+
+
+async def reconnect_storm(env: Env) -> Seen:
+    """The attacker holds the address's two connections and reconnects 50 times: each is closed before a byte."""
+    held = await trio.open_tcp_stream("127.0.0.1", env.port)
+    for _ in range(50):
+        stream = await trio.open_tcp_stream("127.0.0.1", env.port)
+        assert await stream.receive_some() == b""
+        await stream.aclose()
+    seen = await env.client.observe()
+    await held.aclose()
+    return seen
 
 
 def raw_head(head: bytes) -> Attack:
@@ -135,6 +166,10 @@ ROWS = [
         metric='proxy_rejected_total{reason="handshake_timeout"} 1'),
     Row("slowloris head", trickle, dropped=True, log_level=logging.DEBUG,
         metric='proxy_rejected_total{reason="handshake_timeout"} 1'),
+    Row("one address holding every pending slot", hog_pending_slots, dropped=True, limits={"max_pending_handshakes": 4},
+        metric='proxy_rejected_total{reason="pending_handshake_evicted"} 1'),
+    Row("reconnect storm over the address cap", reconnect_storm, dropped=True, log_level=logging.WARNING,
+        limits={"max_connections_per_ip": 2}, metric='proxy_rejected_total{reason="max_connections_per_ip"} 50'),
     Row("request head over 16 KiB", raw_head(b"GET /health HTTP/1.1\r\nX: " + b"a" * (16 << 10) + b"\r\n\r\n"),
         status=431, metric='proxy_rejected_total{reason="request_head_too_large"} 1'),
     Row("101 headers", raw_head(b"GET /health HTTP/1.1\r\nHost: x\r\n" + HUNDRED_HEADERS + b"\r\n"), status=431,
@@ -201,7 +236,7 @@ async def test_hostile_input(row: Row, caplog: pytest.LogCaptureFixture) -> None
             openai=Upstream(base + "/v1/realtime", KEY, UpstreamSource.URL),
             deepgram_agent=Upstream(base + "/v1/agent/converse", KEY, UpstreamSource.URL),
             deepgram_listen=Upstream(base + "/v1/listen", KEY, UpstreamSource.URL),
-            limits=Limits(handshake_timeout_s=0.5, ping_interval_s=0, close_timeout_s=0.5),
+            limits=Limits(handshake_timeout_s=0.5, ping_interval_s=0, close_timeout_s=0.5, **row.limits),  # type: ignore[arg-type]
         )
         if row.auth:
             config = replace(config, allowed_origins=("https://app.test",), client_tokens=(TOKEN,))

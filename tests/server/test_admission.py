@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from proxy.admission import (
     MAX_PENDING_HANDSHAKES,
     Admission,
     Ticket,
+    normalise,
 )
 from proxy.config import Limits, networks
 from proxy.ratelimit import LogThrottle
@@ -25,19 +28,83 @@ def admission(**limits: int) -> Admission:
 
 
 def test_each_cap_refuses_with_its_own_reason() -> None:
-    caps = admission(max_connections=3, max_pending_handshakes=2, max_connections_per_ip=1)
+    caps = admission(max_connections=3, max_pending_handshakes=2, max_connections_per_ip=2)
     first = caps.admit("192.0.2.1")
     assert isinstance(first, Ticket)
+    second = caps.admit("192.0.2.1")
+    assert isinstance(second, Ticket)
     assert caps.admit("192.0.2.1") == MAX_CONNECTIONS_PER_IP
+    # The pending table is full, held by the newcomer's own address: nobody to evict for it.
+    caps.release(second)
     second = caps.admit("192.0.2.2")
     assert isinstance(second, Ticket)
-    assert caps.admit("192.0.2.3") == MAX_PENDING_HANDSHAKES
+    assert caps.admit("192.0.2.2") == MAX_PENDING_HANDSHAKES  # as many as anyone: it waits its turn
     caps.head_read(first)
     caps.head_read(second)
     assert isinstance(caps.admit("192.0.2.3"), Ticket)
     assert caps.admit("192.0.2.4") == MAX_CONNECTIONS
     caps.release(first)
     assert isinstance(caps.admit("192.0.2.1"), Ticket)
+
+
+def test_a_full_pending_table_evicts_the_oldest_of_the_address_holding_most_for_a_new_address() -> None:
+    caps = admission(max_pending_handshakes=4, max_connections_per_ip=10)
+    evicted: list[int] = []
+    hog = []
+    for n in range(3):
+        ticket = caps.admit("192.0.2.66")
+        assert isinstance(ticket, Ticket)
+        ticket.on_evict = functools.partial(evicted.append, n)
+        hog.append(ticket)
+    other = caps.admit("192.0.2.7")
+    assert isinstance(other, Ticket)
+    assert caps.pending == 4
+    # The hog's own newcomers are refused: it holds the most.
+    assert caps.admit("192.0.2.66") == MAX_PENDING_HANDSHAKES
+    # A new address takes the hog's oldest slot.
+    newcomer = caps.admit("192.0.2.8")
+    assert isinstance(newcomer, Ticket)
+    assert evicted == [0]
+    assert hog[0].evicted
+    assert not hog[0].pending
+    assert (caps.pending, caps.open, caps.pending_from("192.0.2.66")) == (4, 5, 2)
+    # Still its connection until the shell closes it (the per-address count goes on until release).
+    assert caps.connections_from("192.0.2.66") == 3
+    caps.release(hog[0])
+    assert caps.connections_from("192.0.2.66") == 2
+    # 192.0.2.7 holds 1, the hog 2: the next eviction is the hog's next oldest, never an address's only slot
+    # while another holds more.
+    assert isinstance(caps.admit("192.0.2.7"), Ticket)
+    assert evicted == [0, 1]
+    # Now 192.0.2.7 holds the most (2; the others 1 each): its own newcomers wait.
+    assert caps.admit("192.0.2.7") == MAX_PENDING_HANDSHAKES
+    assert not other.evicted
+    assert not newcomer.evicted
+
+
+def test_an_address_over_its_connection_cap_evicts_nobody() -> None:
+    caps = admission(max_pending_handshakes=2, max_connections_per_ip=1)
+    first = caps.admit("192.0.2.1")
+    second = caps.admit("192.0.2.2")
+    assert isinstance(first, Ticket)
+    assert isinstance(second, Ticket)
+    assert caps.admit("192.0.2.1") == MAX_CONNECTIONS_PER_IP
+    assert not first.evicted
+    assert not second.evicted
+
+
+def test_a_ticket_evicted_before_its_shell_ran_is_marked_and_releases_cleanly() -> None:
+    caps = admission(max_pending_handshakes=2, max_connections_per_ip=5)
+    first, second = caps.admit("192.0.2.1"), caps.admit("192.0.2.1")
+    assert isinstance(first, Ticket)
+    assert isinstance(second, Ticket)
+    third = caps.admit("192.0.2.2")
+    assert isinstance(third, Ticket)
+    assert first.evicted
+    assert first.on_evict is None
+    for ticket in (first, second, third):
+        caps.release(ticket)
+    assert (caps.open, caps.pending, caps.pending_from("192.0.2.1"), caps.connections_from("192.0.2.1")) == (0,) * 4
 
 
 def test_a_trusted_proxy_is_not_capped_per_address_until_its_client_is_known() -> None:
@@ -107,9 +174,14 @@ def test_the_counts_stay_within_the_caps_and_return_to_zero(steps: list[tuple[st
     live: list[Ticket] = []
     for action, which, client in steps:
         if action == "admit":
+            address = normalise(peers[which])
+            was_free = caps.pending_from(address) == 0 and caps.open < 6
+            was_free = was_free and (caps.is_trusted(address) or caps.connections_from(address) < 2)
             outcome = caps.admit(peers[which])
             if isinstance(outcome, Ticket):
                 live.append(outcome)
+            # An address with no pending handshake is never refused for lack of pending slots.
+            assert outcome != MAX_PENDING_HANDSHAKES or not was_free
         elif live:
             ticket = live[which % len(live)]
             if action == "head":
@@ -121,6 +193,7 @@ def test_the_counts_stay_within_the_caps_and_return_to_zero(steps: list[tuple[st
                 live.remove(ticket)
         assert caps.open == len(live) <= 6
         assert caps.pending == sum(t.pending for t in live) <= 4
+        assert sum(caps.pending_from(p) for p in {normalise(p) for p in peers}) == caps.pending
         for address in {*clients, "192.0.2.1", "192.0.2.2"}:
             assert caps.connections_from(address) <= 2
     for ticket in live:
