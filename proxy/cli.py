@@ -19,6 +19,7 @@ import trio
 
 from . import config as config_module
 from . import redact
+from .audio import RESAMPLER_KINDS
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "--deepgram-auth",
         choices=("header", "subprotocol"),
         help="how the Deepgram key is sent: 'Authorization: Token' header (default) or the 'token' subprotocol",
+    )
+    p.add_argument(
+        "--resampler",
+        choices=RESAMPLER_KINDS,
+        help="/openai microphone 16 -> 24 kHz conversion: 'soxr' (anti-aliased, default) or 'linear' (the"
+        " reference's interpolation, bit for bit) (env OPENAI_PROXY_RESAMPLER)",
     )
     p.add_argument("--max-sessions", type=int, help="concurrent WebSocket sessions (default 1000)")
     p.add_argument(
@@ -146,6 +153,7 @@ def build_config(args: argparse.Namespace) -> Config:
         "client_json_passthrough": args.client_json_passthrough,
         "deepgram_synthetic_audio_done": args.deepgram_synthetic_audio_done,
         "deepgram_auth": args.deepgram_auth,
+        "resampler": args.resampler,
         "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
         "client_tokens_file": args.client_tokens_file,
         "jwt_secrets_file": args.jwt_secrets_file,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from urllib.parse import urlsplit
 
+from .audio import DEFAULT_RESAMPLER, RESAMPLER_KINDS, ResamplerKind
 from .auth import VerificationKey, load_public_key, secret_problem
 from .ws.frames import DEFAULT_MAX_CONTROL_FRAMES_PER_S, DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
 
@@ -123,6 +124,8 @@ class Config:
     client_json_passthrough: bool = False
     deferred_response_create_timeout_s: float = 20.0
     deepgram_synthetic_audio_done: bool = False
+    #: /openai microphone conversion 16 -> 24 kHz: "soxr" (anti-aliased) or "linear" (bit-exact with the reference).
+    resampler: ResamplerKind = DEFAULT_RESAMPLER
     deepgram_auth: str = "header"  # "header": Authorization: Token <key>; "subprotocol": ["token", key]
     deepgram_listen_params: tuple[str, ...] = DEFAULT_LISTEN_PARAMS
     #: Browser origins allowed to open WebSockets (empty: any). Checked on the upgrade request.
@@ -350,6 +353,14 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+def resampler_kind(value: str, name: str) -> ResamplerKind:
+    kind = value.strip().lower()
+    for known in RESAMPLER_KINDS:
+        if kind == known:
+            return known
+    raise ConfigError(f"{name} must be one of {', '.join(RESAMPLER_KINDS)}, got {value!r}")
+
+
 def parse_rate(value: str, name: str) -> float:
     """A finite number above 0 (a flag's or a variable's text)."""
     try:
@@ -393,6 +404,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Confi
         "deepgram_synthetic_audio_done": _truthy(env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE")),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
+        "resampler": resampler_kind(env.get("OPENAI_PROXY_RESAMPLER") or DEFAULT_RESAMPLER, "OPENAI_PROXY_RESAMPLER"),
     }
     values["limits"] = _limits_from_env(env)
     values.update(_client_auth(env, overrides))
