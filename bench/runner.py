@@ -200,7 +200,7 @@ async def _prime(phase: Phase, endpoint: _Endpoint, workload: Workload, upstream
     session); without this the first measured session pays for it and the per-session memory is meaningless.
     """
     primer = Phase(phase.run, phase.target, phase.route)
-    record = SessionRecord(0, session_token(phase.run, 999_999))
+    record = SessionRecord(0, session_token(phase.run, 999_999), phase.route)
     primer.sessions = {record.token: record}
     upstream.phase = primer
     gates = Gates(1, trio.Semaphore(1))
@@ -233,8 +233,10 @@ async def _drive(
     n = workload.sessions
     pid = endpoint.pid
     await _prime(phase, endpoint, workload, upstream)
-    records = [SessionRecord(sid, session_token(phase.run, sid)) for sid in range(n)]
-    probes = [SessionRecord(n + index, session_token(phase.run, n + index)) for index in range(probe_sessions)]
+    records = [SessionRecord(sid, session_token(phase.run, sid), phase.route) for sid in range(n)]
+    probes = [
+        SessionRecord(n + index, session_token(phase.run, n + index), phase.route) for index in range(probe_sessions)
+    ]
     phase.sessions = {r.token: r for r in records + probes}
     rss_base = rss_kib(pid) if pid else None
     gates = Gates(n, trio.Semaphore(workload.connect_concurrency))
