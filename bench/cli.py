@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import pstats
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,13 @@ from .report import (
     sanitize,
     write_json,
 )
-from .runner import PROBE_SESSIONS, Route, TargetSpec, Workload, measure
+from .runner import COMMAND_PLACEHOLDERS, PROBE_SESSIONS, Route, TargetSpec, Workload, measure
 from .upstream import Upstream
 from .wire import TTS_CHUNK_S
 
 DEFAULT_RAMP = "1,10,25,50,100,150,200,250,300,400,500"
 KNOWN_TARGETS = ("direct", "naive", "proxy")
+COMMAND_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 HOSTILE_TARGETS = "direct,proxy"  # the default with --hostile: the floor and the proxy, each quiet then hostile
 
 
@@ -55,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", metavar="URL", help="benchmark an already running proxy (component protocol) instead")
     p.add_argument("--target-pid", type=int, help="pid of the --target process, for its CPU and memory")
+    p.add_argument(
+        "--target-cmd",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="also measure the proxy this shell command starts, as NAME (repeatable). Placeholders: "
+        + ", ".join("{" + name + "}" for name in COMMAND_PLACEHOLDERS)
+        + "; its environment has OPENAI_REALTIME_URL, OPENAI_PROXY_PORT, PROXY_PORT and a dummy OPENAI_API_KEY",
+    )
     p.add_argument(
         "--upstream-port", type=int, default=0, help="port of the simulated upstream (fix it for --target; default any)"
     )
@@ -100,21 +111,40 @@ class Outcome:
     load_average: tuple[float, float]  # 1-minute load average at the start and at the end: others on the CPUs
 
 
+def _commands(args: argparse.Namespace) -> dict[str, str]:
+    """``--target-cmd NAME=COMMAND`` values by name (checked: a new lower-case name, a command)."""
+    commands: dict[str, str] = {}
+    for value in args.target_cmd:
+        name, _, command = str(value).partition("=")
+        name = name.strip()
+        if not COMMAND_NAME_RE.fullmatch(name) or not command.strip():
+            raise SystemExit(f"--target-cmd: expected NAME=COMMAND with NAME of [a-z0-9_-], got {value!r}")
+        if name in KNOWN_TARGETS or name in commands or name == "target":
+            raise SystemExit(f"--target-cmd: the name {name!r} is already taken")
+        commands[name] = command
+    return commands
+
+
 def _specs(args: argparse.Namespace) -> list[TargetSpec]:
-    targets = args.targets or (HOSTILE_TARGETS if args.hostile else ",".join(KNOWN_TARGETS))
+    commands = _commands(args)
+    targets = args.targets or (HOSTILE_TARGETS if args.hostile else ",".join((*KNOWN_TARGETS, *commands)))
     names = [name.strip() for name in targets.split(",") if name.strip()]
-    unknown = [name for name in names if name not in KNOWN_TARGETS]
+    unknown = [name for name in names if name not in KNOWN_TARGETS and name not in commands]
     if unknown or not names:
         wrong = ", ".join(unknown) or "(none)"
-        raise SystemExit(f"--targets: unknown target(s) {wrong}; use {','.join(KNOWN_TARGETS)}")
+        known = ",".join((*KNOWN_TARGETS, *commands))
+        raise SystemExit(f"--targets: unknown target(s) {wrong}; use {known}")
     if args.ramp:
         for needed in ("direct", "proxy"):
             if needed not in names:
                 names.append(needed)
-        names.sort(key=KNOWN_TARGETS.index)
+        order = (*KNOWN_TARGETS, *commands)
+        names.sort(key=order.index)
     specs: list[TargetSpec] = []
     for name in names:
-        if name == "direct":
+        if name in commands:
+            specs.append(TargetSpec("command", name=name, command=commands[name]))
+        elif name == "direct":
             specs.append(TargetSpec("direct"))
         elif name == "naive":
             specs.append(TargetSpec("naive"))

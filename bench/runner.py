@@ -15,14 +15,24 @@ import trio
 
 from .clients import Flavour, Gates, Schedule, open_probe, run_session
 from .hostile import HostileOutcome, HostilePlan, HostileRun
-from .procs import cpu_seconds, naive_relay_command, peak_rss_kib, proxy_command, rss_kib, started
+from .procs import (
+    cpu_seconds,
+    expand,
+    free_port,
+    naive_relay_command,
+    peak_rss_kib,
+    proxy_command,
+    rss_kib,
+    started,
+    started_command,
+)
 from .report import Accounting, Latency, NewSessions, TargetResult
 from .streams import Phase, SessionRecord, Stream
 from .upstream import DEEPGRAM_AGENT_PATH, OPENAI_PATH, Upstream
 from .wire import TTS_CHUNK_S, session_token
 
 Route = Literal["openai", "deepgram"]
-TargetKind = Literal["direct", "naive", "proxy", "target"]
+TargetKind = Literal["direct", "naive", "proxy", "target", "command"]
 IDLE_SETTLE_S: Final = 1.0
 HOSTILE_LEAD_S: Final = 1.0  # the hostile clients start this long before the honest traffic (their ramp-up)
 PROBE_SESSIONS: Final = 5  # fresh sessions opened in the middle of the window, in both phases of a hostile run
@@ -71,6 +81,17 @@ class TargetSpec:
     url: str | None = None  # an already running proxy (kind "target")
     pid: int | None = None  # its pid, for CPU and memory
     profile: str | None = None  # run the proxy under cProfile, writing here
+    name: str | None = None  # what the report calls it (default: the kind)
+    command: str | None = None  # a shell command that starts the target (kind "command"; see COMMAND_PLACEHOLDERS)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+#: What ``--target-cmd`` commands may contain; the same values are in their environment as the variables that
+#: this proxy and the reference read (OPENAI_REALTIME_URL, OPENAI_PROXY_PORT / PROXY_PORT, OPENAI_API_KEY).
+COMMAND_PLACEHOLDERS: Final = ("port", "upstream_url", "deepgram_url", "upstream_base", "python")
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,19 @@ async def _target(spec: TargetSpec, route: Route, upstream_base: str) -> AsyncIt
     elif spec.kind == "proxy":
         async with started(proxy_command(spec.profile), _proxy_env(upstream_base)) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
+    elif spec.kind == "command":
+        assert spec.command is not None
+        port = free_port()
+        values = {
+            "port": str(port),
+            "upstream_url": upstream_base + OPENAI_PATH,
+            "deepgram_url": upstream_base + DEEPGRAM_AGENT_PATH,
+            "upstream_base": upstream_base,
+            "python": sys.executable,
+        }
+        env = {**_proxy_env(upstream_base), "OPENAI_PROXY_PORT": str(port), "PROXY_PORT": str(port)}
+        async with started_command(expand(spec.command, values), env, "127.0.0.1", port) as process:
+            yield _Endpoint(f"ws://127.0.0.1:{port}{_component_path(route)}", "component", process.pid)
     else:
         assert spec.url is not None
         yield _Endpoint(spec.url, "component", spec.pid)
@@ -180,7 +214,7 @@ async def measure(
     ``probe_sessions`` fresh sessions are opened in the middle of the window (not with the measured ones: their
     connects would disturb the latency of a small run that has no attack to compare with).
     """
-    phase = Phase(run, spec.kind, workload.route)
+    phase = Phase(run, spec.label, workload.route)
     upstream.phase = phase
     base = f"ws://127.0.0.1:{upstream.port}"
     try:
