@@ -126,6 +126,10 @@ def naive_relay_command(upstream: str) -> list[str]:
     return [sys.executable, "-m", "bench.baselines.naive_relay", "--port", "0", "--upstream", upstream]
 
 
+def naive_translator_command(upstream_url: str) -> list[str]:
+    return [sys.executable, "-m", "bench.baselines.naive_translator", "--port", "0", "--upstream", upstream_url]
+
+
 def _environment(extra: Mapping[str, str | None]) -> dict[str, str]:
     """This environment plus ``extra`` (None removes a variable), with the repository importable."""
     env = dict(os.environ)

@@ -20,6 +20,7 @@ from .procs import (
     expand,
     free_port,
     naive_relay_command,
+    naive_translator_command,
     peak_rss_kib,
     proxy_command,
     rss_kib,
@@ -55,7 +56,7 @@ _NEUTRALISED: Final = (
 
 DESCRIPTIONS: Final[dict[str, str]] = {
     "direct": "no relay (floor)",
-    "naive": "naive trio-websocket relay",
+    "naive": "naive trio-websocket translator (/openai) or relay",
     "proxy": "this proxy",
     "target": "external proxy",
 }
@@ -107,7 +108,12 @@ async def _target(spec: TargetSpec, route: Route, upstream_base: str) -> AsyncIt
     raw: Flavour = "realtime" if route == "openai" else "component"
     if spec.kind == "direct":
         yield _Endpoint(upstream_base + upstream_path, raw, None)
+    elif spec.kind == "naive" and route == "openai":
+        # Like for like: the same translation job as the proxy's /openai route, written plainly.
+        async with started(naive_translator_command(upstream_base + OPENAI_PATH), {}) as process:
+            yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
     elif spec.kind == "naive":
+        # The pass-through route: a pure byte relay is the like-for-like floor.
         async with started(naive_relay_command(upstream_base), {}) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{upstream_path}", raw, process.pid)
     elif spec.kind == "proxy":
