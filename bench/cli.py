@@ -32,6 +32,7 @@ from .report import (
     markdown_table,
     plot,
     ramp_table,
+    repeat_table,
     sanitize,
     write_json,
 )
@@ -95,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         default=200,
         help="connections held by each slowloris / idle client (default 200)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every target N times (in turn: A B C A B C ...) and add a table of medians and min-max",
+    )
     p.add_argument("--json", metavar="FILE", help="write every number (and the workload) as JSON")
     p.add_argument("--plot", metavar="FILE", help="latency CDF and latency vs sessions as PNG (needs matplotlib)")
     p.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile and write its stats here")
@@ -109,6 +117,8 @@ class Outcome:
     steps: list[RampStep]
     largest_passing: int | None
     load_average: tuple[float, float]  # 1-minute load average at the start and at the end: others on the CPUs
+    #: With --repeat: every run's results (``results`` is then the last run).
+    runs: list[list[TargetResult]] = dataclasses.field(default_factory=list)
 
 
 def _commands(args: argparse.Namespace) -> dict[str, str]:
@@ -210,6 +220,7 @@ async def run(args: argparse.Namespace) -> Outcome:
         if args.target:
             print(f"simulated upstream: ws://127.0.0.1:{upstream.port}/v1/realtime", file=sys.stderr)
         steps: list[RampStep] = []
+        repeats: list[list[TargetResult]] = []
         largest: int | None = None
         if args.ramp:
             counts = [int(n) for n in args.ramp_steps.split(",") if n.strip()]
@@ -232,10 +243,12 @@ async def run(args: argparse.Namespace) -> Outcome:
             workload = _workload(args, args.sessions)
             plan = _hostile_plan(args)
             probes = PROBE_SESSIONS if plan else 0
-            results = [
-                await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
-                for spec in specs
-            ]
+            for _ in range(args.repeat):
+                results = [
+                    await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
+                    for spec in specs
+                ]
+                repeats.append(results)
             if plan is not None:
                 # Hostile phase in reverse order (A B B A): a drift of the machine's speed over the run then
                 # weighs on the floor and the target alike.
@@ -247,7 +260,7 @@ async def run(args: argparse.Namespace) -> Outcome:
                 }
                 results += [hostile[spec] for spec in specs]
         nursery.cancel_scope.cancel()
-    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]))
+    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]), repeats)
 
 
 def _machine() -> dict[str, Any]:
@@ -283,8 +296,10 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; 1-minute load average "
         f"{outcome.load_average[0]:.2f} at the start, {outcome.load_average[1]:.2f} at the end.",
         "",
-        markdown_table(outcome.results),
     ]
+    if len(outcome.runs) > 1:
+        lines += [repeat_table(outcome.runs, args.budget_ms), "", f"The last of the {len(outcome.runs)} runs:", ""]
+    lines.append(markdown_table(outcome.results, args.budget_ms))
     if args.profile:
         lines += ["", "The proxy ran under cProfile: its CPU and latency figures are inflated; read the shares only."]
     quiet = {r.target: r for r in outcome.results if r.hostile is None}
@@ -306,6 +321,11 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
             f"Largest passing session count: **{outcome.largest_passing if outcome.largest_passing else 'none'}** "
             f"(budget: p99 added latency <= {args.budget_ms:g} ms, zero frames lost or reordered).",
         ]
+        failed = next((step for step in outcome.steps if not step.passed), None)
+        if failed is not None:
+            lines.append(f"First failing step: **{failed.sessions} sessions**: {failed.reason}.")
+        else:
+            lines.append("No step failed: the capacity lies beyond the last step.")
     return "\n".join(lines) + "\n"
 
 
@@ -315,6 +335,7 @@ def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
             "workload": dataclasses.asdict(outcome.workload),
             "machine": {**_machine(), "load_average_start_end": outcome.load_average},
             "results": [r.to_json() for r in outcome.results],
+            "runs": [[r.to_json() for r in run] for run in outcome.runs] if len(outcome.runs) > 1 else [],
             "ramp": [
                 {
                     "sessions": s.sessions,
@@ -343,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_kinds(args.hostile_kinds)
     except ValueError as exc:
         raise SystemExit(f"--hostile-kinds: {exc}") from None
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    if args.repeat > 1 and (args.ramp or args.hostile):
+        raise SystemExit("--repeat repeats one comparison; use it without --ramp and --hostile")
     if args.hostile and args.ramp:
         raise SystemExit("--hostile measures one session count; use it without --ramp")
     if args.profile and args.ramp:
@@ -372,5 +397,5 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, document(outcome, args))
     if args.plot:
         plot(args.plot, outcome.results, outcome.steps)
-    exact = all(r.exact() for r in outcome.results)
+    exact = all(r.exact() for r in [*outcome.results, *(r for run in outcome.runs for r in run)])
     return 0 if exact or outcome.steps else 1

@@ -11,7 +11,7 @@ import trio
 from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 
 from bench.cli import _judge
-from bench.report import Accounting, Latency, TargetResult
+from bench.report import Accounting, Latency, TargetResult, markdown_table, repeat_table
 from bench.speech import mic_appends, mic_frames, speech_like, tts_chunks
 from bench.streams import SessionRecord
 from bench.wire import MIC_FRAME_SAMPLES, TTS_CHUNK_SAMPLES
@@ -206,3 +206,27 @@ def test_a_ramp_step_passes_only_within_budget_with_exact_frames_and_a_sound_flo
     assert extra["mic"] == pytest.approx(proxy_p99 - floor_p99)
     assert ok is passed
     assert reason in why
+
+
+def test_added_latency_is_shown_only_when_the_floor_is_within_budget() -> None:
+    sound = markdown_table([_result("direct", 1.0), _result("proxy", 3.0)], budget_ms=10.0)
+    assert "| added p99 vs direct, mic / tts (ms) | 0.00 / 0.00 | 2.00 / 2.00 |" in sound
+    flooded = markdown_table([_result("direct", 40.0), _result("proxy", 45.0)], budget_ms=10.0)
+    assert "generator saturated (floor p99 40.00)" in flooded
+    assert "5.00 / 5.00" not in flooded
+
+
+def test_repeats_are_summarised_as_medians_with_their_range_and_same_run_ratios() -> None:
+    runs = []
+    for naive_cpu, proxy_cpu in ((200.0, 100.0), (300.0, 120.0), (250.0, 50.0)):
+        naive, proxy = _result("naive", 2.0), _result("proxy", 3.0)
+        naive.cpu_us_per_audio_message, proxy.cpu_us_per_audio_message = naive_cpu, proxy_cpu
+        naive.cpu_s = proxy.cpu_s = 1.0
+        runs.append([_result("direct", 1.0), naive, proxy])
+    table = repeat_table(runs, budget_ms=10.0)
+    assert table.splitlines()[0] == "| 3 runs: median (min-max) | **direct** | **naive** | **proxy** |"
+    assert "| CPU µs per audio message | - | 250 (200-300) | 100 (50-120) |" in table
+    # Ratios come from one run each (0.5, 0.4, 0.2), never from medians of different runs.
+    assert "| CPU per audio message / naive's, same run | - | - | 0.40 (0.20-0.50) |" in table
+    assert "| added p99 mic (ms) | - | 1.00 (1.00-1.00) | 2.00 (2.00-2.00) |" in table
+    assert "| frames lost + reordered + duplicated | 0 (0-0) | 0 (0-0) | 0 (0-0) |" in table

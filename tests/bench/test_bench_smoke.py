@@ -122,3 +122,14 @@ def test_a_malformed_target_command_is_refused(value: str) -> None:
     )
     assert result.returncode != 0
     assert "--target-cmd" in result.stderr
+
+
+def test_repeated_runs_are_all_kept_and_summarised(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--targets", "direct,proxy", "--repeat", "2")
+    assert [[r["target"] for r in run] for run in document["runs"]] == [["direct", "proxy"]] * 2
+    for run in document["runs"]:
+        for result in run:
+            _assert_exact(result)
+    assert document["runs"][1][1]["sessions_per_core"] is not None
+    assert "| 2 runs: median (min-max) | **direct** | **proxy** |" in table
+    assert "projected real-time sessions per core" in table
