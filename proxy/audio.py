@@ -5,8 +5,9 @@ trailing byte is carried to the next push) and returns the 24 kHz bytes ready so
 
 * ``soxr`` (the default): libsoxr's streaming polyphase filter at its "HQ" recipe. It suppresses the spectral
   images that interpolation leaves above 8 kHz (a 7 kHz tone's image at 9 kHz is more than 100 dB down instead of
-  about 4 dB) and costs less CPU per frame than the interpolator. Its price is look-ahead: it withholds up to
-  about 600 output samples (25 ms) until later input arrives, against one input sample for the interpolator.
+  about 4 dB) and costs less CPU per frame than the interpolator. Its price is look-ahead: it works in blocks and
+  holds back up to about 880 output samples (37 ms) until the next push, against one input sample for the
+  interpolator.
 * ``linear``: the reference's linear interpolator, bit for bit (the mode the reference-parity tests select).
 
 The linear algorithm is the reference's, reproduced bit for bit: a float read position advances by
