@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import pstats
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -31,15 +32,17 @@ from .report import (
     markdown_table,
     plot,
     ramp_table,
+    repeat_table,
     sanitize,
     write_json,
 )
-from .runner import PROBE_SESSIONS, Route, TargetSpec, Workload, measure
+from .runner import COMMAND_PLACEHOLDERS, PROBE_SESSIONS, Route, TargetSpec, Workload, measure
 from .upstream import Upstream
 from .wire import TTS_CHUNK_S
 
 DEFAULT_RAMP = "1,10,25,50,100,150,200,250,300,400,500"
 KNOWN_TARGETS = ("direct", "naive", "proxy")
+COMMAND_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 HOSTILE_TARGETS = "direct,proxy"  # the default with --hostile: the floor and the proxy, each quiet then hostile
 
 
@@ -55,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", metavar="URL", help="benchmark an already running proxy (component protocol) instead")
     p.add_argument("--target-pid", type=int, help="pid of the --target process, for its CPU and memory")
+    p.add_argument(
+        "--target-cmd",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="also measure the proxy this shell command starts, as NAME (repeatable). Placeholders: "
+        + ", ".join("{" + name + "}" for name in COMMAND_PLACEHOLDERS)
+        + "; its environment has OPENAI_REALTIME_URL, OPENAI_PROXY_PORT, PROXY_PORT and a dummy OPENAI_API_KEY",
+    )
     p.add_argument(
         "--upstream-port", type=int, default=0, help="port of the simulated upstream (fix it for --target; default any)"
     )
@@ -84,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         default=200,
         help="connections held by each slowloris / idle client (default 200)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every target N times (in turn: A B C A B C ...) and add a table of medians and min-max",
+    )
     p.add_argument("--json", metavar="FILE", help="write every number (and the workload) as JSON")
     p.add_argument("--plot", metavar="FILE", help="latency CDF and latency vs sessions as PNG (needs matplotlib)")
     p.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile and write its stats here")
@@ -98,23 +117,44 @@ class Outcome:
     steps: list[RampStep]
     largest_passing: int | None
     load_average: tuple[float, float]  # 1-minute load average at the start and at the end: others on the CPUs
+    #: With --repeat: every run's results (``results`` is then the last run).
+    runs: list[list[TargetResult]] = dataclasses.field(default_factory=list)
+
+
+def _commands(args: argparse.Namespace) -> dict[str, str]:
+    """``--target-cmd NAME=COMMAND`` values by name (checked: a new lower-case name, a command)."""
+    commands: dict[str, str] = {}
+    for value in args.target_cmd:
+        name, _, command = str(value).partition("=")
+        name = name.strip()
+        if not COMMAND_NAME_RE.fullmatch(name) or not command.strip():
+            raise SystemExit(f"--target-cmd: expected NAME=COMMAND with NAME of [a-z0-9_-], got {value!r}")
+        if name in KNOWN_TARGETS or name in commands or name == "target":
+            raise SystemExit(f"--target-cmd: the name {name!r} is already taken")
+        commands[name] = command
+    return commands
 
 
 def _specs(args: argparse.Namespace) -> list[TargetSpec]:
-    targets = args.targets or (HOSTILE_TARGETS if args.hostile else ",".join(KNOWN_TARGETS))
+    commands = _commands(args)
+    targets = args.targets or (HOSTILE_TARGETS if args.hostile else ",".join((*KNOWN_TARGETS, *commands)))
     names = [name.strip() for name in targets.split(",") if name.strip()]
-    unknown = [name for name in names if name not in KNOWN_TARGETS]
+    unknown = [name for name in names if name not in KNOWN_TARGETS and name not in commands]
     if unknown or not names:
         wrong = ", ".join(unknown) or "(none)"
-        raise SystemExit(f"--targets: unknown target(s) {wrong}; use {','.join(KNOWN_TARGETS)}")
+        known = ",".join((*KNOWN_TARGETS, *commands))
+        raise SystemExit(f"--targets: unknown target(s) {wrong}; use {known}")
     if args.ramp:
         for needed in ("direct", "proxy"):
             if needed not in names:
                 names.append(needed)
-        names.sort(key=KNOWN_TARGETS.index)
+        order = (*KNOWN_TARGETS, *commands)
+        names.sort(key=order.index)
     specs: list[TargetSpec] = []
     for name in names:
-        if name == "direct":
+        if name in commands:
+            specs.append(TargetSpec("command", name=name, command=commands[name]))
+        elif name == "direct":
             specs.append(TargetSpec("direct"))
         elif name == "naive":
             specs.append(TargetSpec("naive"))
@@ -180,6 +220,7 @@ async def run(args: argparse.Namespace) -> Outcome:
         if args.target:
             print(f"simulated upstream: ws://127.0.0.1:{upstream.port}/v1/realtime", file=sys.stderr)
         steps: list[RampStep] = []
+        repeats: list[list[TargetResult]] = []
         largest: int | None = None
         if args.ramp:
             counts = [int(n) for n in args.ramp_steps.split(",") if n.strip()]
@@ -202,10 +243,12 @@ async def run(args: argparse.Namespace) -> Outcome:
             workload = _workload(args, args.sessions)
             plan = _hostile_plan(args)
             probes = PROBE_SESSIONS if plan else 0
-            results = [
-                await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
-                for spec in specs
-            ]
+            for _ in range(args.repeat):
+                results = [
+                    await measure(spec, workload, upstream, next(runs), progress=progress, probe_sessions=probes)
+                    for spec in specs
+                ]
+                repeats.append(results)
             if plan is not None:
                 # Hostile phase in reverse order (A B B A): a drift of the machine's speed over the run then
                 # weighs on the floor and the target alike.
@@ -217,7 +260,7 @@ async def run(args: argparse.Namespace) -> Outcome:
                 }
                 results += [hostile[spec] for spec in specs]
         nursery.cancel_scope.cancel()
-    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]))
+    return Outcome(workload, results, steps, largest, (load_at_start, os.getloadavg()[0]), repeats)
 
 
 def _machine() -> dict[str, Any]:
@@ -253,8 +296,10 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; 1-minute load average "
         f"{outcome.load_average[0]:.2f} at the start, {outcome.load_average[1]:.2f} at the end.",
         "",
-        markdown_table(outcome.results),
     ]
+    if len(outcome.runs) > 1:
+        lines += [repeat_table(outcome.runs, args.budget_ms), "", f"The last of the {len(outcome.runs)} runs:", ""]
+    lines.append(markdown_table(outcome.results, args.budget_ms))
     if args.profile:
         lines += ["", "The proxy ran under cProfile: its CPU and latency figures are inflated; read the shares only."]
     quiet = {r.target: r for r in outcome.results if r.hostile is None}
@@ -276,6 +321,11 @@ def render(outcome: Outcome, args: argparse.Namespace) -> str:
             f"Largest passing session count: **{outcome.largest_passing if outcome.largest_passing else 'none'}** "
             f"(budget: p99 added latency <= {args.budget_ms:g} ms, zero frames lost or reordered).",
         ]
+        failed = next((step for step in outcome.steps if not step.passed), None)
+        if failed is not None:
+            lines.append(f"First failing step: **{failed.sessions} sessions**: {failed.reason}.")
+        else:
+            lines.append("No step failed: the capacity lies beyond the last step.")
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +335,7 @@ def document(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
             "workload": dataclasses.asdict(outcome.workload),
             "machine": {**_machine(), "load_average_start_end": outcome.load_average},
             "results": [r.to_json() for r in outcome.results],
+            "runs": [[r.to_json() for r in run] for run in outcome.runs] if len(outcome.runs) > 1 else [],
             "ramp": [
                 {
                     "sessions": s.sessions,
@@ -313,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_kinds(args.hostile_kinds)
     except ValueError as exc:
         raise SystemExit(f"--hostile-kinds: {exc}") from None
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    if args.repeat > 1 and (args.ramp or args.hostile):
+        raise SystemExit("--repeat repeats one comparison; use it without --ramp and --hostile")
     if args.hostile and args.ramp:
         raise SystemExit("--hostile measures one session count; use it without --ramp")
     if args.profile and args.ramp:
@@ -342,5 +397,5 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, document(outcome, args))
     if args.plot:
         plot(args.plot, outcome.results, outcome.steps)
-    exact = all(r.exact() for r in outcome.results)
+    exact = all(r.exact() for r in [*outcome.results, *(r for run in outcome.runs for r in run)])
     return 0 if exact or outcome.steps else 1

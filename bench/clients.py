@@ -24,16 +24,13 @@ from typing import Final, Literal
 import msgspec
 import trio
 
+from .speech import mic_appends, mic_frames
 from .streams import Phase, SessionRecord
 from .wire import (
     MIC_FRAME_S,
-    MIC_FRAME_SAMPLES,
     RESPONSE_CREATE,
     component_settings,
-    constant_value,
     inject_user_message,
-    mic_append_json,
-    pcm,
     realtime_decoder,
     session_update,
     typed_decoder,
@@ -188,9 +185,7 @@ class _Client:
                 phase.client_messages += 1
                 if component:
                     if not is_text:
-                        value = constant_value(message)
-                        if value is not None:
-                            phase.tts_arrived(record, value, now)
+                        phase.tts_arrived(record, message, now)
                         continue
                     try:
                         kind = typed_decoder.decode(message).type
@@ -212,9 +207,7 @@ class _Client:
                         continue
                     kind = event.type
                     if kind == "response.output_audio.delta":
-                        value = constant_value(event.delta or b"")
-                        if value is not None:
-                            phase.tts_arrived(record, value, now)
+                        phase.tts_arrived(record, event.delta or b"", now)
                     elif kind == "conversation.item.added":
                         if event.item is not None and event.item.id == self.pending_item:
                             self.pending_item = None
@@ -240,12 +233,12 @@ class _Client:
         mic_due = start_at + rng.uniform(0.0, MIC_FRAME_S)
         turn_due = start_at + rng.uniform(0.25, interval)
         component = self.flavour == "component"
+        frames: tuple[str, ...] | tuple[bytes, ...] = mic_frames() if component else mic_appends()
         turn = 0
         while min(mic_due, turn_due) < stop_at:
             if mic_due <= turn_due:
                 await trio.sleep_until(mic_due)
-                value = mic.next_value()
-                frame: str | bytes = pcm(value, MIC_FRAME_SAMPLES) if component else mic_append_json(value)
+                frame = frames[mic.next_index() % len(frames)]
                 now = trio.current_time()
                 phase.note_lag(now - mic_due)
                 mic.mark_sent(now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ class TargetResult:
     def cpu_percent(self) -> float | None:
         return None if self.cpu_s is None else self.cpu_s / self.window_s * 100.0
 
+    @property
+    def sessions_per_core(self) -> float | None:
+        """Projected real-time sessions one core carries: session-seconds served per CPU second (1 / the CPU
+        seconds one session costs per second of conversation), from the measured window."""
+        if not self.cpu_s or not self.sessions_ready:
+            return None
+        return self.sessions_ready * self.window_s / self.cpu_s
+
     def exact(self) -> bool:
         """Zero frames lost, reordered or duplicated, every session ready, no errors."""
         return (
@@ -115,6 +124,7 @@ class TargetResult:
         data = asdict(self)
         data.pop("samples", None)
         data["phase"] = self.phase
+        data["sessions_per_core"] = self.sessions_per_core
         return data
 
 
@@ -159,8 +169,36 @@ def _opt(value: float | int | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
 
 
-def markdown_table(results: list[TargetResult]) -> str:
-    """The targets side by side (each compared with the direct floor of its own phase)."""
+def naive_of(result: TargetResult, results: list[TargetResult]) -> TargetResult | None:
+    """The naive baseline measured in the same run and phase as ``result``."""
+    return next((r for r in results if r.target == "naive" and r.phase == result.phase), None)
+
+
+def cpu_vs_naive(result: TargetResult, results: list[TargetResult]) -> float | None:
+    """CPU per audio message of ``result`` / the naive baseline's, both from the same run."""
+    naive = naive_of(result, results)
+    if naive is None or result is naive or not result.cpu_us_per_audio_message or not naive.cpu_us_per_audio_message:
+        return None
+    return result.cpu_us_per_audio_message / naive.cpu_us_per_audio_message
+
+
+def saturated(floor: TargetResult | None, budget_ms: float) -> bool:
+    """The floor (the generator talking to the upstream directly) misses the budget on its own: latency added by
+    a relay is then a difference of two saturated numbers, not a measurement."""
+    return floor is not None and max(floor.mic.p99, floor.tts.p99) > budget_ms
+
+
+def _added_cell(result: TargetResult, floor: TargetResult | None, budget_ms: float) -> str:
+    if floor is not None and saturated(floor, budget_ms):
+        return f"generator saturated (floor p99 {_ms(max(floor.mic.p99, floor.tts.p99))})"
+    return _pair(added(result, floor, "mic"), added(result, floor, "tts"))
+
+
+def markdown_table(results: list[TargetResult], budget_ms: float = 10.0) -> str:
+    """The targets side by side (each compared with the direct floor of its own phase).
+
+    "Added p99" is shown only where the floor itself stays within ``budget_ms``.
+    """
     floors = [floor_of(r, results) for r in results]
     header = "| | " + " | ".join(f"**{r.label}**" for r in results) + " |"
     rule = "|---|" + "---|" * len(results)
@@ -171,7 +209,7 @@ def markdown_table(results: list[TargetResult]) -> str:
         ("upstream -> client p50 / p90 / p99 / max (ms)", [_lat(r.tts) for r in results]),
         (
             "added p99 vs direct, mic / tts (ms)",
-            [_pair(added(r, floor, "mic"), added(r, floor, "tts")) for r, floor in zip(results, floors, strict=True)],
+            [_added_cell(r, floor, budget_ms) for r, floor in zip(results, floors, strict=True)],
         ),
         ("connect -> SettingsApplied p50 / p99 (ms)", [f"{_ms(r.ready.p50)} / {_ms(r.ready.p99)}" for r in results]),
         ("new sessions mid-window: ready, p50 / max (ms)", [_new_sessions(r.new_sessions) for r in results]),
@@ -180,7 +218,9 @@ def markdown_table(results: list[TargetResult]) -> str:
             [f"{_ms(r.first_audio.p50)} / {_ms(r.first_audio.p99)}" for r in results],
         ),
         ("CPU µs per audio message", [_opt(r.cpu_us_per_audio_message) for r in results]),
+        ("CPU per audio message / naive's, same run", [_opt(cpu_vs_naive(r, results), "{:.2f}") for r in results]),
         ("CPU µs per message (all)", [_opt(r.cpu_us_per_message) for r in results]),
+        ("projected real-time sessions per core", [_opt(r.sessions_per_core, "{:.0f}") for r in results]),
         ("RSS KiB per idle session", [_opt(r.rss_per_session_kib) for r in results]),
         ("RSS base / peak (MiB)", [_rss(r) for r in results]),
         ("messages/s (both directions)", [f"{r.messages_per_s:.0f}" for r in results]),
@@ -201,6 +241,66 @@ def markdown_table(results: list[TargetResult]) -> str:
     lines = [header, rule]
     lines.extend(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows)
     return "\n".join(lines)
+
+
+def _spread(values: list[float], digits: int | None = None) -> str:
+    """Median (min-max) of the runs' values."""
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    median = float(np.median(ordered))
+    if digits is None:
+        digits = 2 if abs(median) < 10 else 1 if abs(median) < 100 else 0
+    cell = f"{median:.{digits}f}"
+    if len(ordered) > 1:
+        cell += f" ({ordered[0]:.{digits}f}-{ordered[-1]:.{digits}f})"
+    return cell
+
+
+def repeat_table(runs: list[list[TargetResult]], budget_ms: float) -> str:
+    """Every target over ``len(runs)`` repeats of the same comparison: medians and (min-max); ratios from one run."""
+    targets = list(dict.fromkeys(r.target for run in runs for r in run))
+
+    def values(target: str, measure: Callable[[TargetResult, list[TargetResult]], float | None]) -> list[float]:
+        found = []
+        for run in runs:
+            for result in run:
+                if result.target == target:
+                    value = measure(result, run)
+                    if value is not None and math.isfinite(value):
+                        found.append(value)
+        return found
+
+    def added_in(direction: str) -> Callable[[TargetResult, list[TargetResult]], float | None]:
+        def measure(result: TargetResult, run: list[TargetResult]) -> float | None:
+            floor = floor_of(result, run)
+            if floor is None or result is floor or saturated(floor, budget_ms):
+                return None
+            return added(result, floor, direction)
+
+        return measure
+
+    rows: list[tuple[str, Callable[[TargetResult, list[TargetResult]], float | None]]] = [
+        ("CPU µs per audio message", lambda r, _: r.cpu_us_per_audio_message),
+        ("CPU per audio message / naive's, same run", cpu_vs_naive),
+        ("added p99 mic (ms)", added_in("mic")),
+        ("added p99 tts (ms)", added_in("tts")),
+        ("projected real-time sessions per core", lambda r, _: r.sessions_per_core),
+        ("RSS KiB per idle session", lambda r, _: r.rss_per_session_kib),
+        ("frames lost + reordered + duplicated", lambda r, _: float(_inexact(r))),
+    ]
+    lines = [
+        f"| {len(runs)} runs: median (min-max) | " + " | ".join(f"**{t}**" for t in targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
+    for name, measure in rows:
+        digits = 0 if name.startswith("frames") else None
+        lines.append(f"| {name} | " + " | ".join(_spread(values(t, measure), digits) for t in targets) + " |")
+    return "\n".join(lines)
+
+
+def _inexact(result: TargetResult) -> int:
+    return sum(a.lost + a.reordered + a.duplicates for a in (result.mic_frames, result.tts_frames))
 
 
 def _new_sessions(new: NewSessions | None) -> str:

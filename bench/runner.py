@@ -15,14 +15,25 @@ import trio
 
 from .clients import Flavour, Gates, Schedule, open_probe, run_session
 from .hostile import HostileOutcome, HostilePlan, HostileRun
-from .procs import cpu_seconds, naive_relay_command, peak_rss_kib, proxy_command, rss_kib, started
+from .procs import (
+    cpu_seconds,
+    expand,
+    free_port,
+    naive_relay_command,
+    naive_translator_command,
+    peak_rss_kib,
+    proxy_command,
+    rss_kib,
+    started,
+    started_command,
+)
 from .report import Accounting, Latency, NewSessions, TargetResult
 from .streams import Phase, SessionRecord, Stream
 from .upstream import DEEPGRAM_AGENT_PATH, OPENAI_PATH, Upstream
 from .wire import TTS_CHUNK_S, session_token
 
 Route = Literal["openai", "deepgram"]
-TargetKind = Literal["direct", "naive", "proxy", "target"]
+TargetKind = Literal["direct", "naive", "proxy", "target", "command"]
 IDLE_SETTLE_S: Final = 1.0
 HOSTILE_LEAD_S: Final = 1.0  # the hostile clients start this long before the honest traffic (their ramp-up)
 PROBE_SESSIONS: Final = 5  # fresh sessions opened in the middle of the window, in both phases of a hostile run
@@ -45,7 +56,7 @@ _NEUTRALISED: Final = (
 
 DESCRIPTIONS: Final[dict[str, str]] = {
     "direct": "no relay (floor)",
-    "naive": "naive trio-websocket relay",
+    "naive": "naive trio-websocket translator (/openai) or relay",
     "proxy": "this proxy",
     "target": "external proxy",
 }
@@ -71,6 +82,17 @@ class TargetSpec:
     url: str | None = None  # an already running proxy (kind "target")
     pid: int | None = None  # its pid, for CPU and memory
     profile: str | None = None  # run the proxy under cProfile, writing here
+    name: str | None = None  # what the report calls it (default: the kind)
+    command: str | None = None  # a shell command that starts the target (kind "command"; see COMMAND_PLACEHOLDERS)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+#: What ``--target-cmd`` commands may contain; the same values are in their environment as the variables that
+#: this proxy and the reference read (OPENAI_REALTIME_URL, OPENAI_PROXY_PORT / PROXY_PORT, OPENAI_API_KEY).
+COMMAND_PLACEHOLDERS: Final = ("port", "upstream_url", "deepgram_url", "upstream_base", "python")
 
 
 @dataclass(frozen=True)
@@ -86,12 +108,30 @@ async def _target(spec: TargetSpec, route: Route, upstream_base: str) -> AsyncIt
     raw: Flavour = "realtime" if route == "openai" else "component"
     if spec.kind == "direct":
         yield _Endpoint(upstream_base + upstream_path, raw, None)
+    elif spec.kind == "naive" and route == "openai":
+        # Like for like: the same translation job as the proxy's /openai route, written plainly.
+        async with started(naive_translator_command(upstream_base + OPENAI_PATH), {}) as process:
+            yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
     elif spec.kind == "naive":
+        # The pass-through route: a pure byte relay is the like-for-like floor.
         async with started(naive_relay_command(upstream_base), {}) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{upstream_path}", raw, process.pid)
     elif spec.kind == "proxy":
         async with started(proxy_command(spec.profile), _proxy_env(upstream_base)) as process:
             yield _Endpoint(f"ws://{process.host}:{process.port}{_component_path(route)}", "component", process.pid)
+    elif spec.kind == "command":
+        assert spec.command is not None
+        port = free_port()
+        values = {
+            "port": str(port),
+            "upstream_url": upstream_base + OPENAI_PATH,
+            "deepgram_url": upstream_base + DEEPGRAM_AGENT_PATH,
+            "upstream_base": upstream_base,
+            "python": sys.executable,
+        }
+        env = {**_proxy_env(upstream_base), "OPENAI_PROXY_PORT": str(port), "PROXY_PORT": str(port)}
+        async with started_command(expand(spec.command, values), env, "127.0.0.1", port) as process:
+            yield _Endpoint(f"ws://127.0.0.1:{port}{_component_path(route)}", "component", process.pid)
     else:
         assert spec.url is not None
         yield _Endpoint(spec.url, "component", spec.pid)
@@ -180,7 +220,7 @@ async def measure(
     ``probe_sessions`` fresh sessions are opened in the middle of the window (not with the measured ones: their
     connects would disturb the latency of a small run that has no attack to compare with).
     """
-    phase = Phase(run, spec.kind, workload.route)
+    phase = Phase(run, spec.label, workload.route)
     upstream.phase = phase
     base = f"ws://127.0.0.1:{upstream.port}"
     try:
@@ -200,7 +240,7 @@ async def _prime(phase: Phase, endpoint: _Endpoint, workload: Workload, upstream
     session); without this the first measured session pays for it and the per-session memory is meaningless.
     """
     primer = Phase(phase.run, phase.target, phase.route)
-    record = SessionRecord(0, session_token(phase.run, 999_999))
+    record = SessionRecord(0, session_token(phase.run, 999_999), phase.route)
     primer.sessions = {record.token: record}
     upstream.phase = primer
     gates = Gates(1, trio.Semaphore(1))
@@ -233,8 +273,10 @@ async def _drive(
     n = workload.sessions
     pid = endpoint.pid
     await _prime(phase, endpoint, workload, upstream)
-    records = [SessionRecord(sid, session_token(phase.run, sid)) for sid in range(n)]
-    probes = [SessionRecord(n + index, session_token(phase.run, n + index)) for index in range(probe_sessions)]
+    records = [SessionRecord(sid, session_token(phase.run, sid), phase.route) for sid in range(n)]
+    probes = [
+        SessionRecord(n + index, session_token(phase.run, n + index), phase.route) for index in range(probe_sessions)
+    ]
     phase.sessions = {r.token: r for r in records + probes}
     rss_base = rss_kib(pid) if pid else None
     gates = Gates(n, trio.Semaphore(workload.connect_concurrency))

@@ -2,63 +2,76 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .wire import SEQ_MODULUS, seq_value, session_offset, unwrap
+from . import speech
+from .wire import MIC_FRAME_SAMPLES, TTS_CHUNK_SAMPLES, session_offset
 
 
 class Stream:
     """One direction of one session: when each frame was sent, and what arrived.
 
-    Arrival accounting is exact: a frame is *lost* if it was sent and never arrived, *reordered* if it arrived
-    after a later frame of the same stream, a *duplicate* if it arrived twice.
+    Audio content does not survive a translating proxy byte for byte (it is resampled and re-encoded), so frames
+    are accounted by volume: frame ``k`` has arrived once the receiver holds at least ``k + 1/2`` frames' worth of
+    bytes of this stream (``frame_bytes`` each, as the receiver sees them). Half a frame of slack lets a resampler
+    keep its look-ahead without a frame counting as late; frame ``k`` can never be completed by output produced
+    before frame ``k`` was sent. Where the bytes do survive (TTS audio, pass-through audio), ``expect`` holds the
+    frames that were sent and every whole, aligned frame received is compared with the one due at its position:
+    a frame delivered out of order, to the wrong session, or corrupted counts as *reordered*. A frame sent and
+    never (fully) received is *lost*; bytes beyond every frame sent count as *duplicates*.
     """
 
-    __slots__ = ("duplicates", "highest", "missing", "offset", "received", "reordered", "sent_at")
+    __slots__ = ("expect", "frame_bytes", "highest", "offset", "received_bytes", "reordered", "sent_at")
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, frame_bytes: int, expect: Sequence[bytes] | None = None) -> None:
         self.offset = offset
+        self.frame_bytes = frame_bytes
+        self.expect = expect
         self.sent_at: list[float] = []
         self.highest = -1
-        self.missing: set[int] = set()
-        self.received = 0
+        self.received_bytes = 0
         self.reordered = 0
-        self.duplicates = 0
 
     @property
     def sent(self) -> int:
         return len(self.sent_at)
 
-    def next_value(self) -> int:
-        """The sample value of the next frame to send (call :meth:`mark_sent` right before sending it)."""
-        return seq_value(self.offset, len(self.sent_at))
+    @property
+    def received(self) -> int:
+        return self.highest + 1
 
-    def mark_sent(self, now: float) -> None:
-        self.sent_at.append(now)
-
-    def arrived(self, value: int, now: float) -> float | None:
-        """Account one arrival; returns its one-way latency in seconds (None for a frame never sent)."""
-        seq = unwrap(value, self.offset, self.highest + 1)
-        if seq < 0 or seq >= len(self.sent_at):
-            self.duplicates += 1  # not a frame of this stream: counts against exactness
-            return None
-        if seq == self.highest + 1:
-            self.highest = seq
-        elif seq > self.highest:
-            self.missing.update(range(self.highest + 1, seq))
-            self.highest = seq
-        elif seq in self.missing:
-            self.missing.discard(seq)
-            self.reordered += 1
-        else:
-            self.duplicates += 1
-            return None
-        self.received += 1
-        return now - self.sent_at[seq]
+    @property
+    def duplicates(self) -> int:
+        return max(0, self.received_bytes - self.sent * self.frame_bytes) // self.frame_bytes
 
     @property
     def lost(self) -> int:
-        return len(self.sent_at) - self.received
+        return self.sent - self.received
+
+    def next_index(self) -> int:
+        """The index (into the table of frames its sender uses) of the next frame to send."""
+        return self.offset + len(self.sent_at)
+
+    def mark_sent(self, now: float) -> None:
+        """Call right before sending the frame of :meth:`next_index`."""
+        self.sent_at.append(now)
+
+    def arrived(self, data: bytes, now: float) -> list[float]:
+        """Account one message of this stream's audio; returns the one-way latency of each frame it completed."""
+        size = self.frame_bytes
+        expect = self.expect
+        if expect is not None and len(data) == size and self.received_bytes % size == 0:
+            seq = self.received_bytes // size
+            if data != expect[(self.offset + seq) % len(expect)]:
+                self.reordered += 1
+        self.received_bytes += len(data)
+        latencies: list[float] = []
+        half = size // 2
+        while self.highest + 1 < len(self.sent_at) and self.received_bytes >= (self.highest + 2) * size - half:
+            self.highest += 1
+            latencies.append(now - self.sent_at[self.highest])
+        return latencies
 
 
 @dataclass(eq=False)
@@ -67,6 +80,9 @@ class SessionRecord:
 
     sid: int
     token: str
+    #: The route decides what the upstream receives of a mic frame: 24 kHz audio (resampled by the proxy, or sent
+    #: at 24 kHz by a Realtime client) on ``openai``, the component's own 16 kHz bytes on ``deepgram``.
+    route: str = "openai"
     mic: Stream = field(init=False)
     tts: Stream = field(init=False)
     ready_latency: float | None = None
@@ -80,8 +96,11 @@ class SessionRecord:
 
     def __post_init__(self) -> None:
         offset = session_offset(self.sid)
-        self.mic = Stream(offset)
-        self.tts = Stream((offset + SEQ_MODULUS // 2 + 13) % SEQ_MODULUS)  # far from the mic values
+        if self.route == "openai":
+            self.mic = Stream(offset, MIC_FRAME_SAMPLES * 3)  # 24 kHz: 1.5 samples per 16 kHz sample, 2 bytes each
+        else:
+            self.mic = Stream(offset, MIC_FRAME_SAMPLES * 2, speech.mic_frames())
+        self.tts = Stream(offset, TTS_CHUNK_SAMPLES * 2, speech.tts_chunks())
 
     def settled(self) -> bool:
         """Nothing in flight: no turn waiting, no reply streaming, the last frame sent each way has arrived."""
@@ -123,15 +142,15 @@ class Phase:
         if lag > self.send_lag_max:
             self.send_lag_max = lag
 
-    def mic_arrived(self, record: SessionRecord, value: int, now: float) -> None:
-        latency = record.mic.arrived(value, now)
-        if latency is not None and self.measuring:
-            self.mic_latencies.append(latency)
+    def mic_arrived(self, record: SessionRecord, audio: bytes, now: float) -> None:
+        latencies = record.mic.arrived(audio, now)
+        if latencies and self.measuring:
+            self.mic_latencies.extend(latencies)
 
-    def tts_arrived(self, record: SessionRecord, value: int, now: float) -> None:
-        latency = record.tts.arrived(value, now)
-        if latency is not None and self.measuring:
-            self.tts_latencies.append(latency)
+    def tts_arrived(self, record: SessionRecord, audio: bytes, now: float) -> None:
+        latencies = record.tts.arrived(audio, now)
+        if latencies and self.measuring:
+            self.tts_latencies.extend(latencies)
         if record.turn_sent_at is not None:
             if self.measuring:
                 self.first_audio_latencies.append(now - record.turn_sent_at)

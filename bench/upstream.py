@@ -6,8 +6,8 @@ session's prompt (``session.update`` instructions, or the pass-through Settings)
 target forwards.
 
 Served paths: ``/v1/realtime`` (OpenAI) and ``/v1/agent/converse`` (Deepgram Voice Agent). Replies stream 24 kHz
-PCM16 at real-time pace (one 100 ms chunk every 100 ms), each chunk a constant sample value carrying its sequence
-number (see :mod:`bench.wire`).
+PCM16 at real-time pace (one 100 ms chunk every 100 ms) of speech-like audio (see :mod:`bench.speech`); the
+receiver checks every chunk against the one due at its position (see :mod:`bench.streams`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from typing import Final
 import msgspec
 import trio
 
+from .speech import tts_chunks, tts_chunks_base64
 from .streams import Phase, SessionRecord
 from .wire import (
     SESSION_TOKEN_BYTES_RE,
     TTS_CHUNK_S,
-    TTS_CHUNK_SAMPLES,
     audio_delta_json,
-    constant_value,
-    pcm,
     realtime_decoder,
     to_text,
     typed_decoder,
@@ -141,9 +139,8 @@ class Upstream:
                 continue
             kind = event.type
             if kind == "input_audio_buffer.append":
-                value = constant_value(event.audio)
-                if record is not None and value is not None:
-                    phase.mic_arrived(record, value, now)
+                if record is not None:
+                    phase.mic_arrived(record, event.audio, now)
             elif kind == "session.update":
                 if record is None:
                     record = self._match(phase, message)
@@ -169,7 +166,9 @@ class Upstream:
                     }
                 )
             )
-            await self._stream(ws, phase, record, lambda value: audio_delta_json(value, response_id, item_id))
+            await self._stream(
+                ws, phase, record, lambda index: audio_delta_json(tts_chunks_base64()[index], response_id, item_id)
+            )
             part = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
             await ws.send(to_text({"type": "response.output_audio.done", "event_id": f"event_ad_{n}", **part}))
             await ws.send(
@@ -206,9 +205,8 @@ class Upstream:
             now = trio.current_time()
             phase.upstream_messages += 1
             if not is_text:
-                value = constant_value(message)
-                if record is not None and value is not None:
-                    phase.mic_arrived(record, value, now)
+                if record is not None:
+                    phase.mic_arrived(record, message, now)
                 continue
             try:
                 kind = typed_decoder.decode(message).type
@@ -228,7 +226,7 @@ class Upstream:
             await ws.send(to_text({"type": "ConversationText", "role": "user", "content": "bench turn"}))
             await ws.send(_AGENT_STARTED_SPEAKING)
             await ws.send(to_text({"type": "ConversationText", "role": "assistant", "content": REPLY_TEXT}))
-            await self._stream(ws, phase, record, lambda value: pcm(value, TTS_CHUNK_SAMPLES))
+            await self._stream(ws, phase, record, lambda index: tts_chunks()[index])
             await ws.send(_AGENT_AUDIO_DONE)
         except Closed:
             pass
@@ -250,7 +248,7 @@ class Upstream:
         for k in range(self.reply_chunks):
             due = start + k * TTS_CHUNK_S
             await trio.sleep_until(due)
-            frame = frame_of(stream.next_value())
+            frame = frame_of(stream.next_index() % len(tts_chunks()))
             now = trio.current_time()
             phase.note_lag(now - due)
             stream.mark_sent(now)

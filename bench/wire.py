@@ -1,24 +1,15 @@
-"""Frames of the benchmark workload and how sequence numbers ride in them.
+"""Messages of the benchmark workload: sizes, session tokens, encoders and lenient decoders.
 
-Audio content does not survive a translating proxy byte for byte (it is resampled and re-encoded), so a frame's
-sequence number is carried as a *constant sample value*: every sample of frame ``seq`` of a stream holds
-``(offset + seq) % SEQ_MODULUS + 1``. Linear interpolation maps a constant to the same constant (only the first
-output sample of a chunk may blend with the previous chunk), so the receiver reads the value back as the frame's
-most common sample. ``offset`` differs per session, so a frame delivered to the wrong session shows up as lost.
-
-Frames are built with bytes/str multiplication (C speed): the load generator shares the CPUs with the proxy.
+The audio itself is speech-like and pre-encoded (``bench/speech.py``); frames are accounted by volume and, where
+the bytes survive, by content (``bench/streams.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Final
 
 import msgspec
-import numpy as np
-
-SEQ_MODULUS: Final = 30_000  # values 1..30000 fit in int16 and are never 0 (silence, padding)
 
 MIC_RATE: Final = 16_000
 TTS_RATE: Final = 24_000
@@ -39,66 +30,15 @@ def session_token(run: int, sid: int) -> str:
 
 
 def session_offset(sid: int) -> int:
-    """A per-session start of the value sequence (a prime stride, so neighbours do not overlap early)."""
-    return (sid * 7_919) % SEQ_MODULUS
-
-
-def seq_value(offset: int, seq: int) -> int:
-    return (offset + seq) % SEQ_MODULUS + 1
-
-
-def unwrap(value: int, offset: int, expected: int) -> int:
-    """The sequence number whose value is ``value`` that lies closest to ``expected``."""
-    residue = (value - 1 - offset) % SEQ_MODULUS
-    delta = (residue - expected) % SEQ_MODULUS
-    if delta >= SEQ_MODULUS // 2:
-        delta -= SEQ_MODULUS
-    return expected + delta
-
-
-def _sample(value: int) -> bytes:
-    return value.to_bytes(2, "little", signed=True)
-
-
-def pcm(value: int, samples: int) -> bytes:
-    """Constant PCM16 little-endian audio."""
-    return _sample(value) * samples
-
-
-def pcm_base64(value: int, samples: int) -> str:
-    """Base64 of :func:`pcm` without encoding it all: 3 samples (6 bytes) are exactly 8 base64 characters."""
-    if samples % 3:
-        return base64.b64encode(pcm(value, samples)).decode()
-    return base64.b64encode(_sample(value) * 3).decode() * (samples // 3)
-
-
-def constant_value(data: bytes) -> int | None:
-    """The most common sample value of PCM16 audio (None for less than one sample).
-
-    Fast path: in a frame built by :func:`pcm` and resampled, at most the first sample differs, so the middle
-    and the last sample agree and are the answer. Anything else is counted in full.
-    """
-    n = len(data) // 2
-    if n == 0:
-        return None
-    mid = (n // 2) * 2
-    last = (n - 1) * 2
-    if data[mid : mid + 2] == data[last : last + 2]:
-        return int.from_bytes(data[mid : mid + 2], "little", signed=True)
-    values, counts = np.unique(np.frombuffer(data[: n * 2], dtype="<i2"), return_counts=True)
-    return int(values[int(np.argmax(counts))])
+    """Where a session starts in the tables of audio frames (a prime stride, so neighbours differ)."""
+    return sid * 7
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Messages (text frames). Pre-encoded where they never change.
 
 
-def mic_append_json(value: int) -> str:
-    """``input_audio_buffer.append`` of one 85 ms frame at 24 kHz (what a direct client sends)."""
-    return '{"type":"input_audio_buffer.append","audio":"' + pcm_base64(value, MIC_FRAME_SAMPLES_24K) + '"}'
-
-
-def audio_delta_json(value: int, response_id: str, item_id: str) -> str:
+def audio_delta_json(audio_base64: str, response_id: str, item_id: str) -> str:
     """``response.output_audio.delta`` of one 100 ms chunk at 24 kHz."""
     return (
         '{"type":"response.output_audio.delta","response_id":"'
@@ -106,7 +46,7 @@ def audio_delta_json(value: int, response_id: str, item_id: str) -> str:
         + '","item_id":"'
         + item_id
         + '","output_index":0,"content_index":0,"delta":"'
-        + pcm_base64(value, TTS_CHUNK_SAMPLES)
+        + audio_base64
         + '"}'
     )
 

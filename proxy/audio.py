@@ -1,6 +1,16 @@
-"""Microphone audio conversion: 16 kHz PCM16 mono in, 24 kHz PCM16 mono out, as a stateful stream.
+"""Microphone audio conversion: 16 kHz PCM16 mono in, 24 kHz PCM16 mono out, as a stateful stream per session.
 
-The algorithm is the reference's linear interpolator, reproduced bit for bit: a float read position advances by
+Two resamplers share one contract (:class:`Resampler`): ``push`` takes any slice of the byte stream (an odd
+trailing byte is carried to the next push) and returns the 24 kHz bytes ready so far.
+
+* ``soxr`` (the default): libsoxr's streaming polyphase filter at its "HQ" recipe. It suppresses the spectral
+  images that interpolation leaves above 8 kHz (a 7 kHz tone's image at 9 kHz is more than 100 dB down instead of
+  about 4 dB) and costs less CPU per frame than the interpolator. Its price is look-ahead: it works in blocks and
+  holds back up to about 880 output samples (37 ms) until the next push, against one input sample for the
+  interpolator.
+* ``linear``: the reference's linear interpolator, bit for bit (the mode the reference-parity tests select).
+
+The linear algorithm is the reference's, reproduced bit for bit: a float read position advances by
 16000/24000 per output sample (accumulated sequentially in double precision), each output is
 ``floor(a*(1-f) + b*f + 0.5)`` (the reference's int16 clamp never binds), and the last input sample is always
 held back as look-ahead. It is vectorised with numpy: ``np.add.accumulate`` is a sequential running sum, so the
@@ -9,10 +19,15 @@ positions it produces are the same doubles as the reference's ``pos += STEP`` lo
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import soxr
+
+ResamplerKind = Literal["soxr", "linear"]
+RESAMPLER_KINDS: Final[tuple[ResamplerKind, ...]] = ("soxr", "linear")
+DEFAULT_RESAMPLER: Final[ResamplerKind] = "soxr"
 
 IN_RATE: Final = 16_000
 OUT_RATE: Final = 24_000
@@ -32,8 +47,62 @@ def _steps(size: int) -> npt.NDArray[np.float64]:
     return _template[:size]
 
 
+class Resampler(Protocol):
+    """A 16 kHz -> 24 kHz PCM16 little-endian mono stream resampler (one per connection)."""
+
+    @property
+    def carried_byte(self) -> bool:
+        """True when an odd trailing byte is waiting for the next push."""
+        ...
+
+    def push(self, data: bytes) -> bytes:
+        """Feed 16 kHz bytes; return the 24 kHz bytes that can be produced so far (possibly empty)."""
+        ...
+
+
+def new_resampler(kind: ResamplerKind = DEFAULT_RESAMPLER) -> Resampler:
+    """A fresh per-session resampler of the given kind."""
+    if kind == "soxr":
+        return SoxrResampler()
+    if kind == "linear":
+        return Resampler16kTo24k()
+    raise ValueError(f"unknown resampler {kind!r}")
+
+
+class SoxrResampler:
+    """Anti-aliased streaming resampler (libsoxr, "HQ"); the filter state lives in this object.
+
+    The libsoxr stream is created on the first push, so an idle session holds no filter.
+    """
+
+    __slots__ = ("_carry", "_stream")
+
+    def __init__(self) -> None:
+        self._stream: soxr.ResampleStream | None = None
+        self._carry = b""
+
+    @property
+    def carried_byte(self) -> bool:
+        return bool(self._carry)
+
+    def push(self, data: bytes) -> bytes:
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        if len(data) & 1:
+            self._carry = data[-1:]
+            data = data[:-1]
+        if not data:
+            return b""
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = soxr.ResampleStream(IN_RATE, OUT_RATE, 1, dtype="int16", quality="HQ")
+        out: npt.NDArray[np.int16] = stream.resample_chunk(np.frombuffer(data, dtype="<i2"))
+        return out.tobytes() if out.size else b""
+
+
 class Resampler16kTo24k:
-    """Stateful 16 kHz -> 24 kHz PCM16 little-endian mono stream resampler (one per connection).
+    """The reference's linear interpolator as a stateful stream (bit-exact; ``--resampler linear``).
 
     ``push`` never raises on odd lengths: a trailing odd byte is carried into the next push, so splitting a byte
     stream anywhere yields the same samples as sending it whole.

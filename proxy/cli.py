@@ -20,6 +20,7 @@ import trio
 
 from . import config as config_module
 from . import logs, redact, tls
+from .audio import RESAMPLER_KINDS
 from .config import Config, ConfigError, UpstreamSource
 
 if TYPE_CHECKING:
@@ -126,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         "(env DEEPGRAM_AUTH)",
     )
 
+    upstreams.add_argument(
+        "--resampler",
+        choices=RESAMPLER_KINDS,
+        help="/openai microphone 16 -> 24 kHz conversion: 'soxr' (anti-aliased, default) or 'linear' (the"
+        " reference's interpolation, bit for bit) (env OPENAI_PROXY_RESAMPLER)",
+    )
+
     clients = p.add_argument_group(
         "clients & auth", "secrets come from files or the environment, never from the command line"
     )
@@ -225,6 +233,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
         "client_json_passthrough": args.client_json_passthrough,
         "deepgram_synthetic_audio_done": args.deepgram_synthetic_audio_done,
         "deepgram_auth": _text(args, "--deepgram-auth", config_module.deepgram_auth),
+        "resampler": _text(args, "--resampler", config_module.resampler_kind),
         "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
         "client_tokens_file": args.client_tokens_file,
         "jwt_secrets_file": args.jwt_secrets_file,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from urllib.parse import urlsplit
 
+from .audio import DEFAULT_RESAMPLER, RESAMPLER_KINDS, ResamplerKind
 from .auth import VerificationKey, load_public_key, secret_problem
 from .ws.frames import DEFAULT_MAX_CONTROL_FRAMES_PER_S, DEFAULT_MAX_FRAGMENTS_PER_MESSAGE
 
@@ -126,6 +127,8 @@ class Config:
     client_json_passthrough: bool = False
     deferred_response_create_timeout_s: float = 20.0
     deepgram_synthetic_audio_done: bool = False
+    #: /openai microphone conversion 16 -> 24 kHz: "soxr" (anti-aliased) or "linear" (bit-exact with the reference).
+    resampler: ResamplerKind = DEFAULT_RESAMPLER
     deepgram_auth: str = "header"  # "header": Authorization: Token <key>; "subprotocol": ["token", key]
     deepgram_listen_params: tuple[str, ...] = DEFAULT_LISTEN_PARAMS
     #: Browser origins allowed to open WebSockets (empty: any). Checked on the upgrade request.
@@ -430,6 +433,14 @@ def _read(path: str, what: str) -> bytes:
     return data
 
 
+def resampler_kind(value: str, name: str) -> ResamplerKind:
+    kind = value.strip().lower()
+    for known in RESAMPLER_KINDS:
+        if kind == known:
+            return known
+    raise ConfigError(f"{name} must be one of {', '.join(RESAMPLER_KINDS)}, got {value!r}")
+
+
 def parse_rate(value: str, name: str) -> float:
     """A finite number above 0 (a flag's or a variable's text)."""
     try:
@@ -503,6 +514,7 @@ def from_env(
         # The reference's names are aliases.
         "tls_cert_file": env.get("PROXY_TLS_CERT") or env.get("OPENAI_PROXY_TLS_CERT_PATH") or None,
         "tls_key_file": env.get("PROXY_TLS_KEY") or env.get("OPENAI_PROXY_TLS_KEY_PATH") or None,
+        "resampler": resampler_kind(env.get("OPENAI_PROXY_RESAMPLER") or DEFAULT_RESAMPLER, "OPENAI_PROXY_RESAMPLER"),
     }
     values["limits"] = _limits_from_env(env, limits or {})
     values.update(_client_auth(env, overrides))

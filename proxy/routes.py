@@ -74,6 +74,7 @@ def openai_route(config: Config, request: RouteRequest) -> RouteDecision | Rejec
     options = TranslatorOptions(
         allow_client_json_passthrough=config.client_json_passthrough,
         deferred_response_create_timeout=config.deferred_response_create_timeout_s,
+        resampler=config.resampler,
     )
     core = Translator(options, log=session_logger("proxy.openai", request), redactor=redact.for_config(config))
     upstream = config.openai

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-from ..audio import Resampler16kTo24k
+from ..audio import DEFAULT_RESAMPLER, ResamplerKind, new_resampler
 from ..core import (
     POLICY_VIOLATION,
     SESSION_EXPIRED_CLOSES,
@@ -95,6 +95,8 @@ class TranslatorOptions:
     max_pending_bytes: int = 4 * 1024 * 1024
     #: Prefix of the item ids chosen for injected user messages (the API allows at most 32 characters).
     inject_item_id_prefix: str = "item_inject_"
+    #: Microphone 16 -> 24 kHz conversion: "soxr" (anti-aliased) or "linear" (the reference's, bit for bit).
+    resampler: ResamplerKind = DEFAULT_RESAMPLER
 
     def __post_init__(self) -> None:
         if len(self.inject_item_id_prefix) > 20:  # leaves room for a counter within the API's 32 characters
@@ -140,7 +142,7 @@ class Translator:
         self._pending_audio: deque[bytes] = deque()
         self._pending_audio_bytes = 0
         # Microphone audio (manual-commit bookkeeping in 24 kHz bytes).
-        self._resampler = Resampler16kTo24k()
+        self._resampler = new_resampler(self.options.resampler)
         self._uncommitted = 0
         self._first_commit_done = False  # the first commit needs 1 s of audio, later ones 100 ms
         self._debounce_at: float | None = None

@@ -2,71 +2,87 @@
 
 from __future__ import annotations
 
-import base64
+import json
 from functools import partial
 
+import numpy as np
 import pytest
 import trio
 from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 
 from bench.cli import _judge
-from bench.report import Accounting, Latency, TargetResult
-from bench.streams import Stream
-from bench.wire import (
-    MIC_FRAME_SAMPLES,
-    SEQ_MODULUS,
-    TTS_CHUNK_SAMPLES,
-    constant_value,
-    pcm,
-    pcm_base64,
-    seq_value,
-    unwrap,
-)
+from bench.report import Accounting, Latency, TargetResult, markdown_table, repeat_table
+from bench.speech import mic_appends, mic_frames, speech_like, tts_chunks
+from bench.streams import SessionRecord
+from bench.wire import MIC_FRAME_SAMPLES, TTS_CHUNK_SAMPLES
 from bench.ws import Closed, accept, connect
-from proxy.audio import Resampler16kTo24k
+from proxy.audio import new_resampler
 
 
-def test_sequence_values_survive_the_proxy_resampler() -> None:
-    resampler = Resampler16kTo24k()
-    values = [seq_value(1234, seq) for seq in range(50)]
-    decoded = [constant_value(resampler.push(pcm(value, MIC_FRAME_SAMPLES))) for value in values]
-    assert decoded == values
+def _parses_as_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
-def test_constant_value_is_the_most_common_sample_when_head_and_tail_differ() -> None:
-    data = pcm(7, 3) + pcm(9, 10) + pcm(5, 1)
-    assert constant_value(data) == 9
-    assert constant_value(b"\x01") is None
+def test_speech_like_audio_is_deterministic_varied_and_never_json() -> None:
+    first, again = speech_like(16_000, 3.0), speech_like(16_000, 3.0)
+    assert (first == again).all()
+    spectrum = np.abs(np.fft.rfft(first.astype(np.float64)))
+    freqs = np.fft.rfftfreq(first.size, 1 / 16_000)
+    voiced = spectrum[(freqs > 80) & (freqs < 1_000)].sum()
+    fricative = spectrum[(freqs > 2_500) & (freqs < 7_000)].sum()
+    assert voiced > 0
+    assert fricative > 0.05 * voiced
+    frame_levels = [np.abs(np.frombuffer(f, dtype="<i2")).mean() for f in mic_frames()]
+    assert min(frame_levels) < 100 < 1_000 < max(frame_levels)  # pauses and speech
+    assert len(set(mic_frames())) == len(mic_frames())
+    assert not any(_parses_as_json(frame) for frame in mic_frames())
+    assert all(len(frame) == MIC_FRAME_SAMPLES * 2 for frame in mic_frames())
+    assert all(len(chunk) == TTS_CHUNK_SAMPLES * 2 for chunk in tts_chunks())
+    assert all(append.startswith('{"type":"input_audio_buffer.append"') for append in mic_appends())
 
 
-@pytest.mark.parametrize("samples", [TTS_CHUNK_SAMPLES, 2_040, 7])
-def test_pcm_base64_is_the_base64_of_the_pcm(samples: int) -> None:
-    assert pcm_base64(-3, samples) == base64.b64encode(pcm(-3, samples)).decode()
-
-
-@pytest.mark.parametrize("seq", [0, 1, SEQ_MODULUS - 1, SEQ_MODULUS, 3 * SEQ_MODULUS + 17])
-def test_unwrap_recovers_the_sequence_number_across_the_modulus(seq: int) -> None:
-    offset = 29_990
-    assert unwrap(seq_value(offset, seq), offset, max(seq - 3, 0)) == seq
-    assert unwrap(seq_value(offset, seq), offset, seq + 5) == seq
+@pytest.mark.parametrize("resampler", ["soxr", "linear"])
+def test_mic_frames_through_either_resampler_are_accounted_exactly_and_on_time(resampler: str) -> None:
+    """Volume accounting: each frame is complete with the output of its own push, never an earlier one."""
+    record = SessionRecord(3, "t", "openai")
+    stream, convert = record.mic, new_resampler(resampler)  # type: ignore[arg-type]
+    frames = mic_frames()
+    for k in range(200):
+        stream.mark_sent(float(k))
+        latencies = stream.arrived(convert.push(frames[(stream.offset + k) % len(frames)]), k + 0.25)
+        assert latencies == [0.25]
+    assert (stream.sent, stream.received, stream.lost, stream.reordered, stream.duplicates) == (200, 200, 0, 0, 0)
 
 
 def test_stream_accounting_counts_lost_reordered_and_duplicate_frames() -> None:
-    stream = Stream(offset=100)
-    values = []
+    record = SessionRecord(1, "t", "deepgram")
+    stream, chunks = record.tts, tts_chunks()
     for i in range(6):
-        values.append(stream.next_value())
         stream.mark_sent(float(i))
-    for seq in (0, 2, 1, 4, 4):  # 1 late, 4 twice, 3 and 5 never
-        stream.arrived(values[seq], 10.0)
-    assert (stream.sent, stream.received, stream.lost, stream.reordered, stream.duplicates) == (6, 4, 2, 1, 1)
+
+    def chunk(seq: int) -> bytes:
+        return chunks[(stream.offset + seq) % len(chunks)]
+
+    for seq in (0, 2, 1):  # 1 and 2 swapped: both arrive (by volume), two out of place
+        stream.arrived(chunk(seq), 10.0)
+    assert (stream.received, stream.lost, stream.reordered) == (3, 3, 2)
+    stream.arrived(chunk(3), 10.0)
+    assert (stream.received, stream.lost, stream.reordered, stream.duplicates) == (4, 2, 2, 0)
+    for _ in range(3):
+        stream.arrived(chunk(4), 10.0)  # right; in the place of 5; beyond everything sent
+    assert (stream.sent, stream.received, stream.lost, stream.reordered, stream.duplicates) == (6, 6, 0, 4, 1)
 
 
-def test_stream_latency_is_receive_minus_send_time() -> None:
-    stream = Stream(offset=0)
-    value = stream.next_value()
+def test_a_frame_short_of_half_its_volume_has_not_arrived() -> None:
+    stream = SessionRecord(0, "t", "deepgram").mic
     stream.mark_sent(1.25)
-    assert stream.arrived(value, 1.5) == pytest.approx(0.25)
+    assert stream.arrived(b"\0" * (MIC_FRAME_SAMPLES - 2), 1.5) == []
+    assert stream.arrived(b"\0" * 2, 1.75) == [pytest.approx(0.5)]
+    assert stream.lost == 0
 
 
 async def test_lean_client_interoperates_with_trio_websocket() -> None:
@@ -190,3 +206,27 @@ def test_a_ramp_step_passes_only_within_budget_with_exact_frames_and_a_sound_flo
     assert extra["mic"] == pytest.approx(proxy_p99 - floor_p99)
     assert ok is passed
     assert reason in why
+
+
+def test_added_latency_is_shown_only_when_the_floor_is_within_budget() -> None:
+    sound = markdown_table([_result("direct", 1.0), _result("proxy", 3.0)], budget_ms=10.0)
+    assert "| added p99 vs direct, mic / tts (ms) | 0.00 / 0.00 | 2.00 / 2.00 |" in sound
+    flooded = markdown_table([_result("direct", 40.0), _result("proxy", 45.0)], budget_ms=10.0)
+    assert "generator saturated (floor p99 40.00)" in flooded
+    assert "5.00 / 5.00" not in flooded
+
+
+def test_repeats_are_summarised_as_medians_with_their_range_and_same_run_ratios() -> None:
+    runs = []
+    for naive_cpu, proxy_cpu in ((200.0, 100.0), (300.0, 120.0), (250.0, 50.0)):
+        naive, proxy = _result("naive", 2.0), _result("proxy", 3.0)
+        naive.cpu_us_per_audio_message, proxy.cpu_us_per_audio_message = naive_cpu, proxy_cpu
+        naive.cpu_s = proxy.cpu_s = 1.0
+        runs.append([_result("direct", 1.0), naive, proxy])
+    table = repeat_table(runs, budget_ms=10.0)
+    assert table.splitlines()[0] == "| 3 runs: median (min-max) | **direct** | **naive** | **proxy** |"
+    assert "| CPU µs per audio message | - | 250 (200-300) | 100 (50-120) |" in table
+    # Ratios come from one run each (0.5, 0.4, 0.2), never from medians of different runs.
+    assert "| CPU per audio message / naive's, same run | - | - | 0.40 (0.20-0.50) |" in table
+    assert "| added p99 mic (ms) | - | 1.00 (1.00-1.00) | 2.00 (2.00-2.00) |" in table
+    assert "| frames lost + reordered + duplicated | 0 (0-0) | 0 (0-0) | 0 (0-0) |" in table

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from bench.procs import group_members
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = 3
 
@@ -91,3 +93,43 @@ def test_deepgram_route_through_the_proxy(tmp_path: Path) -> None:
     assert [r["target"] for r in document["results"]] == ["direct", "proxy"]
     for result in document["results"]:
         _assert_exact(result)
+
+
+def test_a_target_command_is_measured_as_its_process_tree_and_its_whole_group_is_stopped(tmp_path: Path) -> None:
+    """``--target-cmd``: placeholders expanded, port waited for, CPU and memory of the tree, the group stopped."""
+    marker = tmp_path / "group"
+    # A wrapper shell with a stray child: both belong to the target's process group and must be gone afterwards.
+    command = f"echo $$ > {marker}; sleep 600 & {{python}} -m proxy --port {{port}}"
+    document, table = _run(tmp_path, "--targets", "direct,wrapped", "--target-cmd", f"wrapped={command}")
+    results = {r["target"]: r for r in document["results"]}
+    assert list(results) == ["direct", "wrapped"]
+    for result in results.values():
+        _assert_exact(result)
+    for key in ("cpu_us_per_audio_message", "rss_per_session_kib", "rss_peak_kib"):
+        assert results["wrapped"][key] is not None, key
+    assert "| | **direct** | **wrapped** |" in table
+    assert group_members(int(marker.read_text())) == []
+
+
+@pytest.mark.parametrize("value", ["nameless", "Bad Name=x", "proxy=python -m proxy", "x="])
+def test_a_malformed_target_command_is_refused(value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--target-cmd", value, "--quiet"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--target-cmd" in result.stderr
+
+
+def test_repeated_runs_are_all_kept_and_summarised(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--targets", "direct,proxy", "--repeat", "2")
+    assert [[r["target"] for r in run] for run in document["runs"]] == [["direct", "proxy"]] * 2
+    for run in document["runs"]:
+        for result in run:
+            _assert_exact(result)
+    assert document["runs"][1][1]["sessions_per_core"] is not None
+    assert "| 2 runs: median (min-max) | **direct** | **proxy** |" in table
+    assert "projected real-time sessions per core" in table

@@ -71,6 +71,8 @@ def proxy_env(upstream_url: str, **extra: str) -> dict[str, str]:
         DEEPGRAM_LISTEN_URL="ws://127.0.0.1:9/unused",
         LOG_LEVEL="DEBUG",
         PYTHONUNBUFFERED="1",
+        # The reference-parity catalogue asserts the reference's audio bytes: select its interpolator.
+        OPENAI_PROXY_RESAMPLER="linear",
     )
     env.update(extra)
     return env

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.audio import ResamplerKind
 from proxy.core import Close, Frame
 from proxy.openai.translator import Translator, TranslatorOptions
 from proxy.redact import SHAPES_ONLY, Redactor
@@ -84,11 +85,21 @@ class Step:
 
 
 class Harness:
-    """One translator, its virtual clock, and everything it has sent so far."""
+    """One translator, its virtual clock, and everything it has sent so far.
+
+    The translator resamples with the reference's linear interpolator unless ``resampler`` says otherwise, so the
+    reference-parity assertions on audio bytes and sizes hold exactly.
+    """
 
     def __init__(
-        self, options: TranslatorOptions | None = None, *, opened: bool = True, redactor: Redactor = SHAPES_ONLY
+        self,
+        options: TranslatorOptions | None = None,
+        *,
+        opened: bool = True,
+        redactor: Redactor = SHAPES_ONLY,
+        resampler: ResamplerKind = "linear",
     ) -> None:
+        options = replace(options if options is not None else TranslatorOptions(), resampler=resampler)
         self.core = Translator(options, redactor=redactor)
         self.now = 0.0
         self.client: list[Frame] = []

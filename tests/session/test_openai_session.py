@@ -22,6 +22,7 @@ MANUAL = {"type": "Settings", "agent": {"useOpenAIManualAudioCommit": True, "thi
 
 
 def translator(**options: object) -> Translator:
+    options.setdefault("resampler", "linear")  # these tests count the reference's audio bytes
     return Translator(TranslatorOptions(**options))  # type: ignore[arg-type]
 
 
