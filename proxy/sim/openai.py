@@ -414,16 +414,15 @@ class RealtimeSimulator:
             return []
         out: list[str] = []
         for vad_event in self.vad.feed(pcm):
+            turn = self.session["audio"]["input"]["turn_detection"]
             if vad_event.kind == "start":
                 self.speech_item_id = self.new_id("item")
-                out.append(
-                    self.event(
-                        "input_audio_buffer.speech_started",
-                        audio_start_ms=int(vad_event.ms),
-                        item_id=self.speech_item_id,
-                    )
+                # The API reports where the audio given to the model starts: the prefix padding included.
+                start_ms = max(0, int(vad_event.ms) - int(turn["prefix_padding_ms"]))
+                started = self.event(
+                    "input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self.speech_item_id
                 )
-                turn = self.session["audio"]["input"]["turn_detection"]
+                out.append(started)
                 if self.active is not None and turn.get("interrupt_response", True):
                     out += self.cancel(reason="turn_detected")
             else:
@@ -432,7 +431,6 @@ class RealtimeSimulator:
                 out.append(
                     self.event("input_audio_buffer.speech_stopped", audio_end_ms=int(vad_event.ms), item_id=item_id)
                 )
-                turn = self.session["audio"]["input"]["turn_detection"]
                 out += self._commit(item_id, vad_event.ms - turn["silence_duration_ms"] - self.vad.speech_start_ms)
                 if turn.get("create_response", True) and self.active is None:
                     self._start_response({})

@@ -158,7 +158,7 @@ async def test_auth(via: str) -> None:
 
 
 async def test_turn_audio_is_paced(autojump_clock: trio.testing.MockClock) -> None:
-    async with memory_connection(PATH, SimOptions(speed=1.0, faults="")) as ws:
+    async with memory_connection(PATH, SimOptions(speed=1.0, head_start_s=0, faults="")) as ws:
         client = await ready(ws)
         await client.send({"type": "InjectUserMessage", "content": "Hello agent"})
         start = trio.current_time()
