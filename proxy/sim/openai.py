@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from ..protocol import openai as oa
-from . import synth
+from . import replies, synth
 
 RATE: Final = 24_000
 CHUNK_MS: Final = 100  # audio per response.output_audio.delta
@@ -307,6 +307,7 @@ class RealtimeSimulator:
         self.conversation_id = self.new_id("conv")
         self.items: list[dict[str, Any]] = []
         self.transcripts: dict[str, str] = {}  # user audio item id -> what the "model" heard
+        self.speech_ms: dict[str, float] = {}  # user audio item id -> length of its speech
         self.buffer = bytearray()
         self.vad: synth.EnergyVad | None = None
         self.speech_item_id: str | None = None
@@ -459,7 +460,9 @@ class RealtimeSimulator:
 
     def _commit(self, item_id: str, speech_ms: float | None = None) -> list[str]:
         """Commit the buffer as a user item; ``speech_ms`` is the utterance's length when the VAD found it."""
-        heard = synth.transcript_for(speech_ms if speech_ms is not None else synth.duration_ms(len(self.buffer), RATE))
+        speech_ms = speech_ms if speech_ms is not None else synth.duration_ms(len(self.buffer), RATE)
+        self.speech_ms[item_id] = speech_ms
+        heard = synth.transcript_for(speech_ms)
         seconds = round(synth.duration_ms(len(self.buffer), RATE) / 1000, 3)
         self.buffer.clear()
         self.transcripts[item_id] = heard
@@ -650,6 +653,24 @@ class RealtimeSimulator:
             "metadata": None,
         }
 
+    def _conversation(self) -> list[replies.UserTurn]:
+        """The user's turns so far: typed text, or the length of a spoken turn."""
+        turns = []
+        for item in self.items:
+            if item.get("type") != "message" or item.get("role") != "user":
+                continue
+            speech = [
+                self.speech_ms[item["id"]]
+                for p in item.get("content", [])
+                if p.get("type") == "input_audio" and item["id"] in self.speech_ms
+            ]
+            if speech:
+                turns.append(replies.UserTurn(speech_ms=speech[0]))
+            else:
+                texts = [p.get("text") or "" for p in item.get("content", []) if p.get("type") == "input_text"]
+                turns.append(replies.UserTurn(text=" ".join(t for t in texts if t)))
+        return turns
+
     def _last_user_text(self) -> str:
         for item in reversed(self.items):
             if item.get("type") == "message" and item.get("role") == "user":
@@ -681,9 +702,9 @@ class RealtimeSimulator:
                 function = functions[0]
             if function is not None:
                 return "call", function
-        if not text:
+        if not text and (last is None or last.get("role") != "user"):
             return "say", "How can I help you?"
-        return "say", synth.reply_to(text)
+        return "say", replies.answer(self._conversation())
 
     def _start_response(self, params: dict[str, Any]) -> ResponseRun:
         modalities = params.get("output_modalities") or self.session["output_modalities"]

@@ -204,7 +204,7 @@ async def test_audio_file_is_streamed_as_a_spoken_turn(tmp_path: Path) -> None:
     async with agent_simulator() as url:
         status, out, err = await run_chat(url=url, audio=str(path), text_only=True)
     assert (status, err) == (0, "")
-    assert out == "You said: Hello this.\n"
+    assert out == "I heard about 1 second of speech.\n"
 
 
 # -- a conversation on a terminal -------------------------------------------------------------------------------
@@ -222,10 +222,15 @@ def typed(*lines: str) -> Callable[[], Awaitable[str | None]]:
 
 async def test_typed_lines_make_a_multi_turn_conversation() -> None:
     out, err = io.StringIO(), io.StringIO()
+    lines = typed("first\n", "\n", "second\n", "What did I say?\n")
     async with agent_simulator() as url:
-        status = await chat(ChatOptions(url=url, text_only=True), out, err, typed("first\n", "\n", "second\n"))
+        status = await chat(ChatOptions(url=url, text_only=True), out, err, lines)
     assert (status, err.getvalue()) == (0, "")
-    assert out.getvalue() == "You said: first.\nYou said: second.\n"
+    assert out.getvalue().splitlines() == [
+        "You said: first.",
+        "I heard you say: second.",
+        'Before this you said "second"; you started with "first" (2 turns so far).',
+    ]
 
 
 async def test_each_typed_line_is_one_injected_message_after_the_reply_to_the_last() -> None:
@@ -275,7 +280,7 @@ def test_on_a_terminal_it_prompts_and_keeps_the_conversation_going() -> None:
         read_until(b"you> ", 1)
         os.write(controller, b"good morning\n")
         read_until(b"you> ", 2)
-        os.write(controller, b"and again\n")
+        os.write(controller, b"what did I say before?\n")
         read_until(b"you> ", 3)
         os.write(controller, b"\x04")
         assert client.wait(timeout=20) == 0
@@ -290,7 +295,7 @@ def test_on_a_terminal_it_prompts_and_keeps_the_conversation_going() -> None:
     text = seen.decode().replace("\r\n", "\n")
     assert "type a message and press Enter" in text
     assert "You said: good morning.\n" in text
-    assert "You said: and again.\n" in text
+    assert 'Before this you said "good morning".\n' in text
 
 
 # -- the saved reply ---------------------------------------------------------------------------------------------

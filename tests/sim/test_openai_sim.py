@@ -191,7 +191,7 @@ async def test_server_vad_turn_commits_transcribes_and_answers() -> None:
         completed = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
         assert completed["transcript"] == "Hello this is."  # one word per 400 ms of speech
         reply = next(e for e in events if e["type"] == "response.output_text.done")["text"]
-        assert reply == "You said: Hello this is."
+        assert reply == "I heard about 1 second of speech."  # 1.2 s of tone
 
 
 async def test_new_speech_interrupts_the_active_response() -> None:
