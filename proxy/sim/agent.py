@@ -21,7 +21,7 @@ import msgspec
 
 from ..protocol import component as cp
 from ..protocol import deepgram as dg
-from . import synth
+from . import replies, synth
 
 Frame = str | bytes
 CHUNK_MS: Final = 100  # audio per binary frame
@@ -64,6 +64,7 @@ class AgentSimulator:
         self.vad: synth.EnergyVad | None = None
         self.active: TurnRun | None = None
         self.pending_calls: dict[str, str] = {}  # call id -> function name
+        self.conversation: list[replies.UserTurn] = []  # what the user said, for replies that follow it
         self.new_runs: list[TurnRun] = []
 
     def start(self) -> list[Frame]:
@@ -136,8 +137,8 @@ class AgentSimulator:
                 out.append(cp.USER_STARTED_SPEAKING)
                 self._cut_off()
             else:
-                heard = synth.transcript_for(event.ms - END_OF_UTTERANCE_MS - self.vad.speech_start_ms)
-                out += self._user_turn(heard)
+                speech_ms = event.ms - END_OF_UTTERANCE_MS - self.vad.speech_start_ms
+                out += self._user_turn(synth.transcript_for(speech_ms), speech_ms=speech_ms)
         return out
 
     # -- behaviour -------------------------------------------------------------------------------------------
@@ -168,10 +169,12 @@ class AgentSimulator:
             self.active.cancelled = True
             self.active = None
 
-    def _user_turn(self, text: str) -> list[Frame]:
+    def _user_turn(self, text: str, *, speech_ms: float | None = None) -> list[Frame]:
+        """``text``: typed, or the invented transcript of ``speech_ms`` of speech."""
         self._cut_off()
+        self.conversation.append(replies.UserTurn(text=None if speech_ms is not None else text, speech_ms=speech_ms))
         out: list[Frame] = [cp.encode(cp.ConversationText(role="user", content=text))]
-        function = synth.named_function(text, self.functions)
+        function = None if speech_ms is not None else synth.named_function(text, self.functions)
         if function is not None:
             call_id = f"call_sim{self.request_id[-6:]}x{next(self._calls):04d}"
             self.pending_calls[call_id] = str(function["name"])
@@ -181,7 +184,7 @@ class AgentSimulator:
             out.append(cp.AGENT_THINKING)
             out.append(cp.encode(cp.FunctionCallRequest(functions=[call])))
             return out
-        return out + self._agent_says(synth.reply_to(text), think=True)
+        return out + self._agent_says(replies.answer(self.conversation), think=True)
 
     def _function_result(self, message: dict[str, Any]) -> list[Frame]:
         call_id = message.get("id")

@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from ..protocol import openai as oa
-from . import synth
+from . import replies, synth
 
 RATE: Final = 24_000
 CHUNK_MS: Final = 100  # audio per response.output_audio.delta
@@ -307,6 +307,7 @@ class RealtimeSimulator:
         self.conversation_id = self.new_id("conv")
         self.items: list[dict[str, Any]] = []
         self.transcripts: dict[str, str] = {}  # user audio item id -> what the "model" heard
+        self.speech_ms: dict[str, float] = {}  # user audio item id -> length of its speech
         self.buffer = bytearray()
         self.vad: synth.EnergyVad | None = None
         self.speech_item_id: str | None = None
@@ -414,16 +415,15 @@ class RealtimeSimulator:
             return []
         out: list[str] = []
         for vad_event in self.vad.feed(pcm):
+            turn = self.session["audio"]["input"]["turn_detection"]
             if vad_event.kind == "start":
                 self.speech_item_id = self.new_id("item")
-                out.append(
-                    self.event(
-                        "input_audio_buffer.speech_started",
-                        audio_start_ms=int(vad_event.ms),
-                        item_id=self.speech_item_id,
-                    )
+                # The API reports where the audio given to the model starts: the prefix padding included.
+                start_ms = max(0, int(vad_event.ms) - int(turn["prefix_padding_ms"]))
+                started = self.event(
+                    "input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self.speech_item_id
                 )
-                turn = self.session["audio"]["input"]["turn_detection"]
+                out.append(started)
                 if self.active is not None and turn.get("interrupt_response", True):
                     out += self.cancel(reason="turn_detected")
             else:
@@ -432,7 +432,6 @@ class RealtimeSimulator:
                 out.append(
                     self.event("input_audio_buffer.speech_stopped", audio_end_ms=int(vad_event.ms), item_id=item_id)
                 )
-                turn = self.session["audio"]["input"]["turn_detection"]
                 out += self._commit(item_id, vad_event.ms - turn["silence_duration_ms"] - self.vad.speech_start_ms)
                 if turn.get("create_response", True) and self.active is None:
                     self._start_response({})
@@ -461,7 +460,9 @@ class RealtimeSimulator:
 
     def _commit(self, item_id: str, speech_ms: float | None = None) -> list[str]:
         """Commit the buffer as a user item; ``speech_ms`` is the utterance's length when the VAD found it."""
-        heard = synth.transcript_for(speech_ms if speech_ms is not None else synth.duration_ms(len(self.buffer), RATE))
+        speech_ms = speech_ms if speech_ms is not None else synth.duration_ms(len(self.buffer), RATE)
+        self.speech_ms[item_id] = speech_ms
+        heard = synth.transcript_for(speech_ms)
         seconds = round(synth.duration_ms(len(self.buffer), RATE) / 1000, 3)
         self.buffer.clear()
         self.transcripts[item_id] = heard
@@ -652,6 +653,24 @@ class RealtimeSimulator:
             "metadata": None,
         }
 
+    def _conversation(self) -> list[replies.UserTurn]:
+        """The user's turns so far: typed text, or the length of a spoken turn."""
+        turns = []
+        for item in self.items:
+            if item.get("type") != "message" or item.get("role") != "user":
+                continue
+            speech = [
+                self.speech_ms[item["id"]]
+                for p in item.get("content", [])
+                if p.get("type") == "input_audio" and item["id"] in self.speech_ms
+            ]
+            if speech:
+                turns.append(replies.UserTurn(speech_ms=speech[0]))
+            else:
+                texts = [p.get("text") or "" for p in item.get("content", []) if p.get("type") == "input_text"]
+                turns.append(replies.UserTurn(text=" ".join(t for t in texts if t)))
+        return turns
+
     def _last_user_text(self) -> str:
         for item in reversed(self.items):
             if item.get("type") == "message" and item.get("role") == "user":
@@ -683,9 +702,9 @@ class RealtimeSimulator:
                 function = functions[0]
             if function is not None:
                 return "call", function
-        if not text:
+        if not text and (last is None or last.get("role") != "user"):
             return "say", "How can I help you?"
-        return "say", synth.reply_to(text)
+        return "say", replies.answer(self._conversation())
 
     def _start_response(self, params: dict[str, Any]) -> ResponseRun:
         modalities = params.get("output_modalities") or self.session["output_modalities"]

@@ -32,6 +32,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ..core import Close
 from ..protocol import component as cp
+from . import pacing
 from .agent import AgentSimulator, TurnRun
 from .faults import FaultScript, FaultScriptError, parse_faults
 from .listen import ListenOptionError, ListenSimulator
@@ -55,7 +56,11 @@ def _env_faults() -> str:
 class SimOptions:
     """How the simulators behave (one value for the whole server).
 
-    * ``speed``: pacing of agent audio; 1.0 is real time, 2.0 twice as fast, 0 sends as fast as possible.
+    * ``speed``: pacing of agent audio after the head start; 1.0 is real time, 2.0 twice as fast, 0 sends as fast
+      as possible (default: ``$PROXY_SIM_SPEED``, else 2).
+    * ``head_start_s``: this much of each reply's audio is sent at once, before the paced rest (default:
+      ``$PROXY_SIM_HEAD_START_MS``, else 1 s). ``speed=1, head_start_s=0`` is strict real time. See
+      :mod:`proxy.sim.pacing`.
     * ``openai_key`` / ``deepgram_key``: when set, connections must present it (OpenAI: ``Authorization: Bearer``;
       Deepgram: ``Authorization: Token`` or the ``token`` subprotocol), else the handshake gets HTTP 401.
     * ``session_max_s``: OpenAI session lifetime (the real limit is 60 minutes); then ``session_expired`` and a
@@ -65,18 +70,20 @@ class SimOptions:
     * ``faults``: the default fault script for every connection (default: ``$PROXY_SIM_FAULTS``); validated here.
     """
 
-    speed: float = 1.0
+    speed: float = field(default_factory=pacing.speed_from)
+    head_start_s: float = field(default_factory=pacing.head_start_from)
     openai_key: str | None = field(default=None, repr=False)
     deepgram_key: str | None = field(default=None, repr=False)
     session_max_s: float | None = 3600.0
     client_message_timeout_s: float | None = 10.0
     faults: str = field(default_factory=_env_faults)
+    #: ``speed`` and ``head_start_s`` together (set by the constructor).
+    reply_pacing: pacing.Pacing = field(init=False, repr=False, compare=False, default=pacing.REAL_TIME)
     #: ``faults``, parsed (set by the constructor).
     fault_script: FaultScript = field(init=False, repr=False, compare=False, default=FaultScript())
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.speed) or self.speed < 0:
-            raise ValueError("speed must be a finite number >= 0")
+        object.__setattr__(self, "reply_pacing", pacing.Pacing(self.speed, self.head_start_s))
         for name in ("session_max_s", "client_message_timeout_s"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value <= 0):
@@ -173,11 +180,11 @@ class _Link:
     # -- paced streaming of one response ---------------------------------------------------------------------
 
     async def stream(self, run: ResponseRun | TurnRun) -> None:
-        speed = self.options.speed
+        due = self.options.reply_pacing.due
         start = trio.current_time()
         for offset, frame in run.events:
-            if speed > 0 and offset > 0 and not run.cancelled:
-                await trio.sleep_until(start + offset / speed)
+            if due(offset) > 0 and not run.cancelled:
+                await trio.sleep_until(start + due(offset))
             if run.cancelled:  # cut short (barge-in, response.cancel) while this frame was due
                 return
             await self.send_out.send(frame)
@@ -411,7 +418,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=9000, help="listen port; 0 picks a free one (default 9000)")
-    p.add_argument("--speed", type=float, default=1.0, help="audio pacing: 1 real time, 0 no pacing (default 1)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="reply audio after the head start: 1 real time, 2 twice as fast, 0 no pacing "
+        f"(env {pacing.SPEED_VARIABLE}; default {pacing.DEFAULT_SPEED:g})",
+    )
+    p.add_argument(
+        "--head-start-ms",
+        type=float,
+        default=None,
+        help="milliseconds of each reply's audio sent at once before the paced rest "
+        f"(env {pacing.HEAD_START_VARIABLE}; default {pacing.DEFAULT_HEAD_START_MS}); --speed 1 --head-start-ms 0 "
+        "is strict real time",
+    )
     p.add_argument(
         "--faults",
         default=None,
@@ -440,7 +461,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         options = SimOptions(
-            speed=args.speed,
+            speed=pacing.speed_from() if args.speed is None else args.speed,
+            head_start_s=pacing.head_start_from() if args.head_start_ms is None else args.head_start_ms / 1000,
             openai_key=args.require_openai_key,
             deepgram_key=args.require_deepgram_key,
             session_max_s=args.session_max_seconds or None,

@@ -3,7 +3,7 @@
 * :func:`speak` turns reply text into PCM16 speech-like audio (a vowel-ish tone per word, gaps between words), so
   its length follows the text and it is never silent.
 * :class:`EnergyVad` finds utterances in PCM16 by frame energy, the way a simple server VAD does.
-* :func:`transcript_for` invents a transcript from an utterance's duration; :func:`reply_to` answers a user.
+* :func:`transcript_for` invents a transcript from an utterance's duration (replies: :mod:`proxy.sim.replies`).
 * :func:`named_function` / :func:`arguments_for` decide and fill a tool call from the user's words.
 
 Everything here is pure and deterministic: the same input always gives the same output.
@@ -62,12 +62,6 @@ def transcript_for(duration_ms: float) -> str:
     n = max(1, int(duration_ms // 400))
     words = [_WORDS[i % len(_WORDS)] for i in range(n)]
     return " ".join(words).capitalize() + "."
-
-
-def reply_to(user_text: str) -> str:
-    """The assistant's answer to a user message."""
-    words = " ".join(user_text.split()).rstrip(".!? ")
-    return f"You said: {words}." if words else "I did not catch that."
 
 
 def reply_to_tool(output: str) -> str:

@@ -101,7 +101,11 @@ async def test_mic_audio_starts_a_turn() -> None:
         messages = await client.until("AgentAudioDone")
         assert messages[0]["type"] == "UserStartedSpeaking"
         assert messages[1] == {"type": "ConversationText", "role": "user", "content": "Hello this is."}
-        assert {"type": "ConversationText", "role": "assistant", "content": "You said: Hello this is."} in messages
+        assert {
+            "type": "ConversationText",
+            "role": "assistant",
+            "content": "I heard about 1 second of speech.",
+        } in messages
 
 
 async def test_settings_twice_keepalive_update_prompt_and_unknown() -> None:
@@ -158,7 +162,7 @@ async def test_auth(via: str) -> None:
 
 
 async def test_turn_audio_is_paced(autojump_clock: trio.testing.MockClock) -> None:
-    async with memory_connection(PATH, SimOptions(speed=1.0, faults="")) as ws:
+    async with memory_connection(PATH, SimOptions(speed=1.0, head_start_s=0, faults="")) as ws:
         client = await ready(ws)
         await client.send({"type": "InjectUserMessage", "content": "Hello agent"})
         start = trio.current_time()

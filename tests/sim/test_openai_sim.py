@@ -184,18 +184,19 @@ async def test_server_vad_turn_commits_transcribes_and_answers() -> None:
             "conversation.item.input_audio_transcription.delta",
         ]
         started, stopped, committed = events[0], events[1], events[2]
-        assert started["audio_start_ms"] == 500
+        assert started["audio_start_ms"] == 500 - 300  # speech start minus prefix_padding_ms
         assert stopped["audio_end_ms"] == 500 + 1200 + 200  # speech end plus silence_duration_ms
         assert started["item_id"] == stopped["item_id"] == committed["item_id"] == events[3]["item"]["id"]
         assert events[3]["item"]["content"][0]["type"] == "input_audio"
         completed = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
         assert completed["transcript"] == "Hello this is."  # one word per 400 ms of speech
         reply = next(e for e in events if e["type"] == "response.output_text.done")["text"]
-        assert reply == "You said: Hello this is."
+        assert reply == "I heard about 1 second of speech."  # 1.2 s of tone
 
 
 async def test_new_speech_interrupts_the_active_response() -> None:
-    options = SimOptions(speed=1.0, faults="")  # real-time pacing keeps the response active while we speak
+    # Real-time pacing keeps the response active while we speak.
+    options = SimOptions(speed=1.0, head_start_s=0, faults="")
     async with simulator(options) as port, connect(port, PATH) as ws:
         client = await open_session(ws)
         await client.send(user_text("tell me a long story about many things please"))
@@ -278,7 +279,7 @@ async def test_non_json_is_an_error() -> None:
 
 
 async def test_response_create_during_a_response_is_refused() -> None:
-    async with simulator(SimOptions(speed=1.0, faults="")) as port, connect(port, PATH) as ws:
+    async with simulator(SimOptions(speed=1.0, head_start_s=0, faults="")) as port, connect(port, PATH) as ws:
         client = await open_session(ws)
         await client.send(user_text("hello"))
         await client.until("conversation.item.done")
@@ -330,7 +331,7 @@ async def test_session_expires_at_the_configured_maximum(autojump_clock: trio.te
 async def test_audio_is_paced_in_real_time(autojump_clock: trio.testing.MockClock) -> None:
     """At speed 1 each 100 ms delta leaves 100 ms after the previous one; at speed 2, 50 ms."""
     for speed, step in ((1.0, 0.1), (2.0, 0.05)):
-        async with memory_connection(PATH, SimOptions(speed=speed, faults="")) as ws:
+        async with memory_connection(PATH, SimOptions(speed=speed, head_start_s=0, faults="")) as ws:
             client = await open_session(ws)
             await client.send(user_text("hello world"))
             await client.until("conversation.item.done")
