@@ -1,4 +1,4 @@
-"""Command line: ``python -m proxy [serve|simulate|chat] ...``.
+"""Command line: ``python -m proxy [serve|simulate|chat|canary] ...``.
 
 ``serve`` (the default) runs the proxy. Routes without a key or URL are served by the embedded simulators, started
 in-process on a loopback port, and the proxy says so at start-up. Keys are read from the environment only (a key
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxy")
 
-SUBCOMMANDS = ("serve", "simulate", "chat")
+SUBCOMMANDS = ("serve", "simulate", "chat", "canary")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Voice-agent proxy: /openai translates the component protocol to the OpenAI Realtime API, "
             "/deepgram-proxy passes it through to Deepgram; API keys stay on the server. "
-            "Other commands: 'simulate' (serve the simulated upstreams), 'chat' (talk to a running proxy)."
+            "Other commands: 'simulate' (serve the simulated upstreams), 'chat' (talk to a running proxy), "
+            "'canary' (check a deployed proxy end to end)."
         ),
     )
     p.add_argument("--host", help="listen address (env PROXY_HOST, default 127.0.0.1)")
@@ -204,6 +205,10 @@ def main(argv: list[str]) -> int:
         from .chat import main as chat
 
         return chat(argv[1:])
+    if argv and argv[0] == "canary":
+        from .canary import main as canary
+
+        return canary(argv[1:])
     if argv and argv[0] == "serve":
         argv = argv[1:]
     args = _parser().parse_args(argv)
