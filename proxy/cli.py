@@ -1,4 +1,4 @@
-"""Command line: ``python -m proxy [serve|simulate|chat|config] ...`` (also the ``voice-agent-proxy`` script).
+"""Command line: ``python -m proxy [serve|simulate|chat|canary|config] ...`` (also the ``voice-agent-proxy`` script).
 
 ``serve`` (the default) runs the proxy. Routes without a key or URL are served by the embedded simulators, started
 in-process on a loopback port, and the proxy says so at start-up. Keys are read from the environment only (a key
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxy")
 
-SUBCOMMANDS = ("serve", "simulate", "chat", "config")
+SUBCOMMANDS = ("serve", "simulate", "chat", "canary", "config")
 DISTRIBUTION = "voice-agent-proxy"
 
 #: What ``--help`` says about each limit flag (the flags themselves come from config.LIMIT_SETTINGS).
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
             "Voice-agent proxy: /openai translates the component protocol to the OpenAI Realtime API, "
             "/deepgram-proxy passes it through to Deepgram; API keys stay on the server (environment only). "
             "Other commands: 'simulate' (serve the simulated upstreams), 'chat' (talk to a running proxy), "
+            "'canary' (check a deployed proxy end to end), "
             "'config' (print the resolved configuration, secrets masked, and exit)."
         ),
         epilog="Every flag has an environment variable (flags win); docs/configuration.md lists them all.",
@@ -276,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         from .chat import main as chat
 
         return chat(argv[1:])
+    if argv and argv[0] == "canary":
+        from .canary import main as canary
+
+        return canary(argv[1:])
     show = bool(argv) and argv[0] == "config"
     if argv and argv[0] in ("serve", "config"):
         argv = argv[1:]

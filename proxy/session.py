@@ -9,9 +9,9 @@ Tasks in the session nursery:
 
 Feeding the core and queueing its output in an :class:`Outbox` per leg is synchronous, so frames keep the order the
 core produced them in, whatever task produced them; the producing task then sends them itself (no task hop per
-message). Readers wait while an outbox is above its high-water mark, so a slow peer slows the other side down
-instead of growing a queue (backpressure), and a peer that stops reading altogether is cut off by the watchdog
-after ``send_timeout_s``.
+message), the client's leg before the upstream's. Readers wait while an outbox is above its high-water mark, so a
+slow peer slows the other side down instead of growing a queue (backpressure), and a peer that stops reading
+altogether is cut off by the watchdog after ``send_timeout_s``.
 
 The first leg to end decides the closes (via the core), the closers flush what is queued and send their close
 frames, and then everything left is cancelled. Closing is shielded and bounded in time.
@@ -358,11 +358,17 @@ class Session:
             await self._send_pending()
 
     async def _send_pending(self) -> None:
-        """Send what the core queued, on both legs, from the task that produced it."""
-        if len(self._to_upstream) and self._upstream_closer_started and self._upstream is not None:
-            await self._send_frames(self._upstream, self._to_upstream)
+        """Send what the core queued, on both legs, from the task that produced it: the client's frames first.
+
+        When one input produces frames for both legs (a tool result's text for the client and the deferred
+        ``response.create`` for the upstream), the client's are written first, as the reference backend does: each
+        leg sees the same frames either way, but a client that also observes the upstream (a test harness, a
+        recorder) sees the user-facing side act first.
+        """
         if len(self._to_client):
             await self._send_frames(self._client, self._to_client)
+        if len(self._to_upstream) and self._upstream_closer_started and self._upstream is not None:
+            await self._send_frames(self._upstream, self._to_upstream)
 
     async def _send_frames(self, ws: WebSocket, outbox: Outbox) -> None:
         if outbox.busy:
