@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -113,6 +114,32 @@ def archive_dead_worker(directory: str, pid: int) -> None:
             os.remove(dead)
 
 
+class _WorkerFiles(Collector):
+    """prometheus-client's multiprocess merge, skipping a file a worker has created but not yet sized.
+
+    A worker starting (or restarting) creates its memory-mapped file and then writes its header; a scrape or another
+    worker's start that reads the directory in between would fail on the empty file. Such a file has no values yet,
+    so leaving it out of this one reading loses nothing.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not read the files (they are read at each scrape)
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.path.getsize(path) >= _MMAP_HEADER_BYTES:
+                    files.append(path)
+            except OSError:  # removed since the glob (a dead worker's file folded into the archive)
+                continue
+        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
 class _BuildInfo(Collector):
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("voice_agent_proxy_build_info", "The proxy's version (always 1).", labels=["version"])
@@ -153,6 +180,10 @@ class _Workers(Collector):
         family = Metric("proxy_worker_restarts", "Workers that died and were started again.", "counter")
         family.add_sample("proxy_worker_restarts_total", {}, float(restarts) if isinstance(restarts, int) else 0.0)
         yield family
+
+
+#: A memory-mapped value file starts with its used size and padding; shorter means not written yet.
+_MMAP_HEADER_BYTES = 8
 
 
 class Metrics:
@@ -239,7 +270,7 @@ class Metrics:
         #: Frames of live sessions already folded into the counter, by ``id(stats)``.
         self._folded: dict[int, tuple[int, int]] = {}
         if multiprocess_dir:
-            MultiProcessCollector(self.registry, multiprocess_dir)  # type: ignore[no-untyped-call]
+            self.registry.register(_WorkerFiles(multiprocess_dir))
             self.registry.register(_Workers(multiprocess_dir))
         else:
             ProcessCollector(registry=self.registry)

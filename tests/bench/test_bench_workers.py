@@ -32,6 +32,8 @@ def test_the_workers_benchmark_reports_every_worker(tmp_path: Path) -> None:
     assert run["workers"] == 2
     assert run["sessions_ready"] == 4
     assert len(run["sessions_per_worker"]) == len(run["cpu_per_worker_s"]) == 2
-    assert sum(run["sessions_per_worker"]) == 4  # every session was held by one worker at its peak
+    # Every session was held by one worker at its peak; the peaks are sampled apart, so a short-lived probe
+    # connection of the benchmark (its readiness check) can add one to a worker's peak.
+    assert 4 <= sum(run["sessions_per_worker"]) <= 5
     assert run["cpu_per_session_second"] > 0
     assert "projected sessions per core" in result.stdout

@@ -148,3 +148,19 @@ def test_a_dead_workers_counts_are_archived_not_lost_and_not_doubled(tmp_path: P
     assert totals(tmp_path) == before
     assert before[("proxy_sessions_total", (("route", "openai"),))] == 12
     assert sorted(os.listdir(tmp_path)) == ["counter_103.db", "counter_archive.db", "histogram_archive.db", "lock"]
+
+
+def test_a_workers_file_not_written_yet_neither_breaks_a_start_nor_a_scrape(tmp_path: Path) -> None:
+    # A worker starting creates its value file before it writes the header: another worker's start (registering
+    # the collector) and a scrape that read the directory in between must both go on.
+    sessions = key("proxy_sessions", "proxy_sessions_total", {"route": "openai"})
+    write(tmp_path / "counter_101.db", {sessions: 3})
+    (tmp_path / "counter_102.db").touch()
+    metrics = Metrics(str(tmp_path))
+    text = metrics.render().decode()
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert values[("proxy_sessions_total", (("route", "openai"),))] == 3
