@@ -69,29 +69,43 @@ def new_resampler(kind: ResamplerKind = DEFAULT_RESAMPLER) -> Resampler:
     raise ValueError(f"unknown resampler {kind!r}")
 
 
-class SoxrResampler:
-    """Anti-aliased streaming resampler (libsoxr, "HQ"); the filter state lives in this object.
+class _OddByteCarry:
+    """Whole PCM16 samples out of a byte stream split anywhere: an odd trailing byte waits for the next push."""
 
-    The libsoxr stream is created on the first push, so an idle session holds no filter.
-    """
-
-    __slots__ = ("_carry", "_stream")
+    __slots__ = ("_carry",)
 
     def __init__(self) -> None:
-        self._stream: soxr.ResampleStream | None = None
         self._carry = b""
 
     @property
     def carried_byte(self) -> bool:
+        """True when an odd trailing byte is waiting for the next push."""
         return bool(self._carry)
 
-    def push(self, data: bytes) -> bytes:
+    def _whole_samples(self, data: bytes) -> bytes:
         if self._carry:
             data = self._carry + data
             self._carry = b""
         if len(data) & 1:
             self._carry = data[-1:]
             data = data[:-1]
+        return data
+
+
+class SoxrResampler(_OddByteCarry):
+    """Anti-aliased streaming resampler (libsoxr, "HQ"); the filter state lives in this object.
+
+    The libsoxr stream is created on the first push, so an idle session holds no filter.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stream: soxr.ResampleStream | None = None
+
+    def push(self, data: bytes) -> bytes:
+        data = self._whole_samples(data)
         if not data:
             return b""
         stream = self._stream
@@ -101,33 +115,23 @@ class SoxrResampler:
         return out.tobytes() if out.size else b""
 
 
-class Resampler16kTo24k:
+class Resampler16kTo24k(_OddByteCarry):
     """The reference's linear interpolator as a stateful stream (bit-exact; ``--resampler linear``).
 
     ``push`` never raises on odd lengths: a trailing odd byte is carried into the next push, so splitting a byte
     stream anywhere yields the same samples as sending it whole.
     """
 
-    __slots__ = ("_buf", "_carry", "_pos")
+    __slots__ = ("_buf", "_pos")
 
     def __init__(self) -> None:
+        super().__init__()
         self._buf: npt.NDArray[np.int16] = _EMPTY
         self._pos = 0.0
-        self._carry = b""
-
-    @property
-    def carried_byte(self) -> bool:
-        """True when an odd trailing byte is waiting for the next push."""
-        return bool(self._carry)
 
     def push(self, data: bytes) -> bytes:
         """Feed 16 kHz bytes; return the 24 kHz bytes that can be produced so far (possibly empty)."""
-        if self._carry:
-            data = self._carry + data
-            self._carry = b""
-        if len(data) & 1:
-            self._carry = data[-1:]
-            data = data[:-1]
+        data = self._whole_samples(data)
         if not data:
             return b""
         new = np.frombuffer(data, dtype="<i2")

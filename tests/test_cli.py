@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import pytest
 
 from proxy.cli import main
+from tests import proxyproc
 
 FAKE_KEY = "sk-test-DO-NOT-LEAK-0123456789"
 
@@ -33,22 +34,8 @@ def proxy_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_proxy(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", "0", *args],
-        env=env or proxy_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield process, int(line.rsplit(":", 1)[1])
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    with proxyproc.running_proxy(*args, env=env or proxy_env()) as running:
+        yield running
 
 
 def test_help_lists_the_interface(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,32 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.proxyproc import running_proxy
+
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def proxy_port() -> Iterator[int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEEPGRAM_", "PROXY_"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield int(line.rsplit(":", 1)[1])
+    with running_proxy(env=env) as (process, port):
+        yield port
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=15)
         assert process.returncode == 0
         assert "simulator" in err.lower(), "the proxy must say loudly that it serves simulated upstreams"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def chat(*args: str) -> subprocess.CompletedProcess[str]:

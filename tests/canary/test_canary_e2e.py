@@ -21,6 +21,7 @@ from trio_websocket import open_websocket_url
 
 from proxy.canary import Outcome
 from proxy.chat import settings_message
+from tests.proxyproc import running_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -31,27 +32,13 @@ TOKEN = "canary-test-token-0123456789"
 def proxy_port() -> Iterator[int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEEPGRAM_", "PROXY_"))}
     env["PROXY_CLIENT_TOKENS"] = TOKEN
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield int(line.rsplit(":", 1)[1])
+    with running_proxy(env=env) as (process, port):
+        yield port
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=15)
         assert process.returncode == 0
         assert "Traceback" not in err
         assert TOKEN not in err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def canary(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:

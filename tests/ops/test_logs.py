@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 from trio_websocket import open_websocket_url
 
 from proxy import logs, redact
+from tests.proxyproc import running_proxy
 
 ROOT = Path(__file__).parents[2]
 KEY = "sk-live-LOGS-never-shown-0123456789abcdef"
@@ -239,23 +239,8 @@ def _raw_upgrade(port: int, path: str, headers: dict[str, str]) -> tuple[int, di
 @pytest.fixture
 def json_proxy() -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``python -m proxy --log-format json`` on a free loopback port (embedded simulators, a client token)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", "0", "--log-format", "json"],
-        cwd=ROOT,
-        env=_env(LOG_LEVEL="DEBUG", PROXY_CLIENT_TOKENS=TOKEN),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        yield process, int(line.rsplit(":", 1)[1])
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    with running_proxy("--log-format", "json", env=_env(LOG_LEVEL="DEBUG", PROXY_CLIENT_TOKENS=TOKEN)) as running:
+        yield running
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from proxy.chat import settings_message
+from tests.proxyproc import running_proxy
 from tests.server.test_tls import Certs, make_certs
 
 pytestmark = pytest.mark.e2e
@@ -40,22 +41,9 @@ def simulator_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def tls_proxy(certs: Certs, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", "0", *args],
-        env=simulator_env(PROXY_TLS_CERT=str(certs.cert_file), PROXY_TLS_KEY=str(certs.key_file)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("listening on wss://127.0.0.1:"), line
-        yield process, int(line.rsplit(":", 1)[1])
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    env = simulator_env(PROXY_TLS_CERT=str(certs.cert_file), PROXY_TLS_KEY=str(certs.key_file))
+    with running_proxy(*args, env=env, scheme="wss") as running:
+        yield running
 
 
 def stop(process: subprocess.Popen[str]) -> str:
