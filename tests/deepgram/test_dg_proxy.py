@@ -601,6 +601,7 @@ async def test_the_101_carries_the_security_headers() -> None:
     assert lines[0].startswith("HTTP/1.1 101")
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["cache-control"] == "no-store"
+    assert "strict-transport-security" not in headers  # meaningless over plain HTTP: the TLS terminator's job
 
 
 async def test_shutdown_closes_an_active_session_on_both_legs_and_returns() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[[^\]`]*\])?`")
 
 
+@functools.cache
 def defined_tests(path: Path) -> set[str]:
     """Names a module defines as tests: functions (module level and in classes) and assigned names (a hypothesis
     state machine's ``TestCase`` is bound to a name)."""
