@@ -222,7 +222,7 @@ def _audio_reply(r: Recorder, response: str, text: str) -> None:
 
 def openai_connect() -> Recorder:
     r = _oai()
-    r.note("the component connects; the proxy opens the upstream at once")
+    r.note("the component connects, and the proxy opens the upstream at once")
     _ready(r)
     return r
 
@@ -337,7 +337,7 @@ def openai_barge_in() -> Recorder:
             "delta": base64.b64encode(TTS).decode(),
         }
     )
-    r.note("the user talks over the agent; server VAD interrupts the response")
+    r.note("the user talks over the agent, and server VAD interrupts the response")
     r.client(MIC)
     r.upstream({"type": "input_audio_buffer.speech_started", "audio_start_ms": 2300, "item_id": "item_u2"})
     r.upstream({"type": "response.done", "response": {"id": "resp_1", "status": "cancelled"}})
@@ -418,7 +418,7 @@ def _dg_reply(r: Recorder, text: str) -> None:
 
 def deepgram_connect() -> Recorder:
     r = _dg()
-    r.note("the component connects; the proxy opens the upstream at once, the key added server side")
+    r.note("the component connects, and the proxy opens the upstream at once with the server's key")
     r.client(DG_SETTINGS)
     r.note("frames sent before the upstream opens are held, then flushed in order")
     r.opened()
@@ -469,7 +469,7 @@ def deepgram_barge_in() -> Recorder:
     r = _dg()
     _dg_ready(r)
     r.upstream(TTS)
-    r.note("the user talks over the agent; Deepgram stops the agent and tells the component")
+    r.note("the user talks over the agent, and Deepgram stops the agent and tells the component")
     r.client(MIC)
     r.upstream({"type": "UserStartedSpeaking"})
     return r
@@ -507,7 +507,7 @@ def deepgram_drain() -> Recorder:
 def deepgram_synthetic_audio_done() -> Recorder:
     r = _dg(synthetic_audio_done=True)
     _dg_ready(r)
-    r.note("with --deepgram-synthetic-audio-done: audio relayed before the first assistant text")
+    r.note("the synthetic AgentAudioDone is on, and audio was relayed before the first assistant text")
     r.upstream(TTS)
     r.upstream({"type": "ConversationText", "role": "assistant", "content": "Hello!"})
     return r
