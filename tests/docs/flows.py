@@ -325,6 +325,34 @@ def openai_function_call_watchdog() -> Recorder:
     return r
 
 
+def openai_function_call_text_done() -> Recorder:
+    """A tool result completed by the upstream's text: one event, frames for both legs (the client's first)."""
+    r = _oai()
+    _ready(r, TOOL_SETTINGS)
+    r.upstream({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
+    r.upstream(
+        {
+            "type": "response.function_call_arguments.done",
+            "response_id": "resp_1",
+            "item_id": "item_fc1",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        }
+    )
+    r.upstream({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}})
+    r.client({"type": "FunctionCallResponse", "id": "call_1", "name": "get_weather", "content": "18 C, sunny"})
+    r.upstream(
+        {
+            "type": "response.output_text.done",
+            "response_id": "resp_1",
+            "item_id": "item_t1",
+            "text": "It is 18 degrees and sunny.",
+        }
+    )
+    return r
+
+
 def openai_barge_in() -> Recorder:
     r = _oai()
     _ready(r)
@@ -528,6 +556,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("openai-manual-commit", "docs/protocol.md", "OpenAI Realtime", openai_manual_commit),
     Flow("openai-function-call", "docs/protocol.md", "OpenAI Realtime", openai_function_call),
     Flow("openai-function-call-watchdog", "docs/protocol.md", "OpenAI Realtime", openai_function_call_watchdog),
+    Flow("openai-function-call-text-done", "docs/protocol.md", "OpenAI Realtime", openai_function_call_text_done),
     Flow("openai-barge-in", "docs/protocol.md", "OpenAI Realtime", openai_barge_in),
     Flow("openai-upstream-failure", "docs/protocol.md", "OpenAI Realtime", openai_upstream_failure),
     Flow("openai-upstream-closed", "docs/protocol.md", "OpenAI Realtime", openai_upstream_closed),
