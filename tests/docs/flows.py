@@ -417,10 +417,10 @@ DG_SETTINGS: dict[str, Any] = {
 WELCOME: dict[str, Any] = {"type": "Welcome", "request_id": "00000000-0000-0000-0000-000000000001"}
 
 
-def _dg(*, synthetic_audio_done: bool = False) -> Recorder:
+def _dg(*, synthetic_audio_done: bool = False, service: Service = Service.AGENT) -> Recorder:
     return Recorder(
         Passthrough(
-            Service.AGENT,
+            service,
             max_pending_frames=256,
             max_pending_bytes=4 * 1024 * 1024,
             synthetic_audio_done=synthetic_audio_done,
@@ -510,6 +510,13 @@ def deepgram_upstream_failure() -> Recorder:
     return r
 
 
+def deepgram_listen_failure() -> Recorder:
+    r = _dg(service=Service.TRANSCRIPTION)
+    r.client(MIC)
+    r.upstream_failed(UpstreamFailure(FailureKind.AUTH, status=401), "Deepgram refuses the Listen handshake with 401")
+    return r
+
+
 def deepgram_upstream_closed() -> Recorder:
     r = _dg()
     _dg_ready(r)
@@ -568,6 +575,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("deepgram-function-call", "docs/deepgram.md", "Deepgram", deepgram_function_call),
     Flow("deepgram-barge-in", "docs/deepgram.md", "Deepgram", deepgram_barge_in),
     Flow("deepgram-upstream-failure", "docs/deepgram.md", "Deepgram", deepgram_upstream_failure),
+    Flow("deepgram-listen-failure", "docs/deepgram.md", "Deepgram", deepgram_listen_failure),
     Flow("deepgram-upstream-closed", "docs/deepgram.md", "Deepgram", deepgram_upstream_closed),
     Flow("deepgram-client-close", "docs/deepgram.md", "Deepgram", deepgram_client_close),
     Flow("deepgram-drain", "docs/deepgram.md", "Deepgram", deepgram_drain),
