@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proxy import server
 from proxy.core import GOING_AWAY, Close, FailureKind, Frame, SessionCore, UpstreamFailure
 from proxy.deepgram.passthrough import Passthrough
 from proxy.deepgram.policy import Service
@@ -33,8 +34,8 @@ from proxy.openai.translator import Translator, TranslatorOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "python -m tests.docs.flows --write"
-#: The close reason of every session when the server drains (the shell's, not a core's; see proxy/server.py).
-SHUTTING_DOWN = "Server shutting down"
+#: The close reason of every session when the server drains (the server's, not a core's).
+SHUTTING_DOWN: str = server._SHUTTING_DOWN
 
 #: Base64 audio longer than this is shown by its decoded length.
 MAX_AUDIO_CHARS = 128
