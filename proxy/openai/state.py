@@ -5,8 +5,10 @@ the machines below instead of loose flags. Each machine changes only through :fu
 in its table; a pair that is not listed is a bug in the translator (:class:`IllegalTransition`), never a peer's
 fault: whatever a peer sends is decided before a transition is asked for (a duplicate Settings, for example, is
 answered without one). Everything that belongs to one response lives in a :class:`Turn`, replaced when the next
-response starts, so no field can be forgotten by a reset. A caller that breaks the core's contract (for example
-opens the upstream twice) gets :class:`TranslatorMisuse`.
+response starts, so no field can be forgotten by a reset. A caller that breaks the core's contract gets
+:class:`TranslatorMisuse`: opening the upstream twice, a client message after ``client_closed``, an upstream
+message before ``upstream_opened`` (once the client is gone, upstream messages are ignored whatever the leg's
+state, as the reference does), or a ``now`` earlier than the last one.
 
 Machines, their states, and the legal transitions (event: from -> to); any other pair is a bug:
 

@@ -220,7 +220,7 @@ class Translator:
     def upstream_opened(self, now: float) -> None:
         if self._upstream is UpstreamLeg.OPEN:
             raise TranslatorMisuse("upstream_opened called twice")
-        self._now = now
+        self._set_clock(now)
         if self._upstream is UpstreamLeg.GONE or self._client is ClientLeg.GONE:
             return
         self._upstream = UpstreamLeg.OPEN
@@ -233,13 +233,10 @@ class Translator:
             self._handle_client_frame(frame)
 
     def client_message(self, message: Frame, now: float) -> None:
-        self._now = now
-        if (
-            self._client is ClientLeg.GONE
-            or self._upstream is UpstreamLeg.GONE
-            or self._fatal is not None
-            or not message
-        ):
+        if self._client is ClientLeg.GONE:
+            raise TranslatorMisuse("client_message after client_closed")
+        self._set_clock(now)
+        if self._upstream is UpstreamLeg.GONE or self._fatal is not None or not message:
             return
         if self._upstream is UpstreamLeg.CONNECTING:
             # Fix: bounded. The reference queues without limit until the upstream opens.
@@ -255,9 +252,11 @@ class Translator:
         self._handle_client_frame(message)
 
     def upstream_message(self, message: Frame, now: float) -> None:
-        self._now = now
+        self._set_clock(now)
         if self._client is ClientLeg.GONE or self._upstream is UpstreamLeg.GONE:
             return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
+        if self._upstream is UpstreamLeg.CONNECTING:
+            raise TranslatorMisuse("upstream_message before upstream_opened")
         try:
             event = openai.decode_server_event(message)
         except (openai.MalformedEvent, RecursionError) as exc:
@@ -280,7 +279,7 @@ class Translator:
             self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
 
     def timer_fired(self, now: float) -> None:
-        self._now = now
+        self._set_clock(now)
         # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others, never re-arm
         # one that is already due (a new deadline is always later than now), so three deadlines need at most three
         # rounds; 8 is a safety margin that keeps a future bug from looping forever.
@@ -306,7 +305,7 @@ class Translator:
         return min(deadlines) if deadlines else None
 
     def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         code, description = failure.error()
@@ -318,7 +317,7 @@ class Translator:
         return failure.close()
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self.log.info("upstream closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         self._upstream = UpstreamLeg.GONE
         self._clear_timers()
@@ -334,7 +333,7 @@ class Translator:
         return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self.log.info("client closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         if self._client is ClientLeg.CONNECTED and self._upstream_usable():
             self._flush_commit_on_close()
@@ -344,7 +343,7 @@ class Translator:
         return relay_close(code, reason, self._redact)
 
     def session_expired(self, now: float) -> tuple[Close, Close]:
-        self._now = now
+        self._set_clock(now)
         self.log.info("maximum session duration reached")
         self._clear_timers()
         self._report_suppressed()
@@ -375,6 +374,12 @@ class Translator:
             acknowledgement=self._acknowledgement.phase,
             awaiting_acknowledgement=len(self._acknowledgement.awaiting),
         )
+
+    def _set_clock(self, now: float) -> None:
+        # Deadlines are compared with this clock; a caller whose time runs backwards would fire them out of order.
+        if now < self._now:
+            raise TranslatorMisuse(f"time went backwards: {now!r} after {self._now!r}")
+        self._now = now
 
     # ===========================================================================================================
     # Client frames

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,45 @@ def _snapshot() -> Snapshot:
     h = Harness()
     h.ready(MANUAL)
     return h.core.snapshot()
+
+
+def test_a_client_message_after_the_client_closed_is_misuse() -> None:
+    h = Harness()
+    h.ready(MANUAL)
+    h.close_client()
+    with pytest.raises(TranslatorMisuse, match="client_message after client_closed"):
+        h.send({"type": "KeepAlive"})
+
+
+def test_an_upstream_event_before_the_upstream_opened_is_misuse() -> None:
+    h = Harness(opened=False)
+    with pytest.raises(TranslatorMisuse, match="upstream_message before upstream_opened"):
+        h.up(SESSION_UPDATED)
+
+
+def test_upstream_events_after_the_client_closed_stay_silent_not_misuse() -> None:
+    # The reference ignores them, and a shell may still be reading a frame when the client goes.
+    h = Harness(opened=False)
+    h.close_client()
+    assert h.up(SESSION_UPDATED).client == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.send({"type": "KeepAlive"}),
+        lambda h: h.up({"type": "rate_limits.updated"}),
+        lambda h: h.fire(),
+        lambda h: h.close_client(),
+        lambda h: h.close_upstream(),
+    ],
+    ids=["client_message", "upstream_message", "timer_fired", "client_closed", "upstream_closed"],
+)
+def test_time_going_backwards_is_misuse(call: Any) -> None:
+    h = Harness()
+    h.ready(MANUAL)
+    h.advance(5.0)
+    h.send({"type": "KeepAlive"})
+    h.now = 4.0
+    with pytest.raises(TranslatorMisuse, match=r"time went backwards: 4\.0 after 5\.0"):
+        call(h)
