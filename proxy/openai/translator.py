@@ -37,10 +37,13 @@ from . import error_codes, javascript, session_update, upstream_text
 from .state import (
     CONFIGURED,
     FLOWING,
+    MIN_AUDIO_BYTES_FOR_COMMIT,
     RESPONSE_TRANSITIONS,
     SETUP_TRANSITIONS,
     TOOL_RESULT_TRANSITIONS,
     ClientLeg,
+    InjectAcknowledgement,
+    ManualCommit,
     Response,
     ResponseEvent,
     Setup,
@@ -57,9 +60,6 @@ from .state import (
 
 LOGGER_NAME: Final = "proxy.openai"
 
-# Manual-commit audio thresholds, in 24 kHz bytes (reference constants).
-MIN_AUDIO_BYTES_FOR_COMMIT: Final = 4_800  # 100 ms
-MIN_AUDIO_BYTES_FOR_FIRST_COMMIT: Final = 48_000  # 1 s
 MAX_AUDIO_BYTES_PER_APPEND: Final = 15 * 1024 * 1024
 
 # Bounds on per-connection memory that the reference leaves unbounded.
@@ -143,21 +143,18 @@ class Translator:
         self._pending_audio_bytes = 0
         # Microphone audio (manual-commit bookkeeping in 24 kHz bytes).
         self._resampler = new_resampler(self.options.resampler)
-        self._uncommitted = 0
-        self._first_commit_done = False  # the first commit needs 1 s of audio, later ones 100 ms
-        self._debounce_at: float | None = None
-        self._coalesce_at: float | None = None
+        self._commit = ManualCommit()
         # Responses.
         self._response = Response.IDLE
         self._tool_result = ToolResult.NONE
         self._watchdog_at: float | None = None
         self._turn = Turn()
         self._idle_error: str | None = None
-        # Injected messages: ids awaiting acknowledgement, ids already counted (with their lifecycle stage).
+        # Injected messages and the replies they are owed.
         self._inject_seq = 0
-        self._awaiting_ack: OrderedDict[str, None] = OrderedDict()
-        self._counted_ids: OrderedDict[str, int] = OrderedDict()
-        self._replies_owed = 0  # acknowledged injects not yet answered by a response
+        self._acknowledgement = InjectAcknowledgement(
+            max_awaiting=MAX_AWAITING_ACK, max_remembered=MAX_REMEMBERED_ITEM_IDS
+        )
         self._assistant_text_item_ids: OrderedDict[str, None] = OrderedDict()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
 
@@ -223,7 +220,7 @@ class Translator:
     def upstream_opened(self, now: float) -> None:
         if self._upstream is UpstreamLeg.OPEN:
             raise TranslatorMisuse("upstream_opened called twice")
-        self._now = now
+        self._set_clock(now)
         if self._upstream is UpstreamLeg.GONE or self._client is ClientLeg.GONE:
             return
         self._upstream = UpstreamLeg.OPEN
@@ -236,13 +233,10 @@ class Translator:
             self._handle_client_frame(frame)
 
     def client_message(self, message: Frame, now: float) -> None:
-        self._now = now
-        if (
-            self._client is ClientLeg.GONE
-            or self._upstream is UpstreamLeg.GONE
-            or self._fatal is not None
-            or not message
-        ):
+        if self._client is ClientLeg.GONE:
+            raise TranslatorMisuse("client_message after client_closed")
+        self._set_clock(now)
+        if self._upstream is UpstreamLeg.GONE or self._fatal is not None or not message:
             return
         if self._upstream is UpstreamLeg.CONNECTING:
             # Fix: bounded. The reference queues without limit until the upstream opens.
@@ -258,9 +252,11 @@ class Translator:
         self._handle_client_frame(message)
 
     def upstream_message(self, message: Frame, now: float) -> None:
-        self._now = now
+        self._set_clock(now)
         if self._client is ClientLeg.GONE or self._upstream is UpstreamLeg.GONE:
             return  # the reference ignores upstream frames once the client is gone; nothing is sent anywhere
+        if self._upstream is UpstreamLeg.CONNECTING:
+            raise TranslatorMisuse("upstream_message before upstream_opened")
         try:
             event = openai.decode_server_event(message)
         except (openai.MalformedEvent, RecursionError) as exc:
@@ -283,7 +279,7 @@ class Translator:
             self._send_error(error_codes.UNMAPPED_UPSTREAM_CODE, error_codes.UNMAPPED_UPSTREAM_DESCRIPTION)
 
     def timer_fired(self, now: float) -> None:
-        self._now = now
+        self._set_clock(now)
         # Fire every due deadline, earliest first; ties in a fixed order. Firing can cancel the others, never re-arm
         # one that is already due (a new deadline is always later than now), so three deadlines need at most three
         # rounds; 8 is a safety margin that keeps a future bug from looping forever.
@@ -292,8 +288,8 @@ class Translator:
                 (at, rank, fire)
                 for rank, (at, fire) in enumerate(
                     (
-                        (self._debounce_at, self._fire_debounce),
-                        (self._coalesce_at, self._fire_coalesce),
+                        (self._commit.debounce_at, self._fire_debounce),
+                        (self._commit.coalesce_at, self._fire_coalesce),
                         (self._watchdog_at, self._fire_watchdog),
                     )
                 )
@@ -304,11 +300,12 @@ class Translator:
             min(due, key=lambda entry: (entry[0], entry[1]))[2]()
 
     def next_deadline(self) -> float | None:
-        deadlines = [at for at in (self._debounce_at, self._coalesce_at, self._watchdog_at) if at is not None]
+        commit = self._commit
+        deadlines = [at for at in (commit.debounce_at, commit.coalesce_at, self._watchdog_at) if at is not None]
         return min(deadlines) if deadlines else None
 
     def upstream_failed(self, failure: UpstreamFailure, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self._upstream = UpstreamLeg.GONE
         self._clear_timers()
         code, description = failure.error()
@@ -320,7 +317,7 @@ class Translator:
         return failure.close()
 
     def upstream_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self.log.info("upstream closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         self._upstream = UpstreamLeg.GONE
         self._clear_timers()
@@ -336,7 +333,7 @@ class Translator:
         return relay_close(code, reason, self._redact)
 
     def client_closed(self, code: int | None, reason: str | None, now: float) -> Close:
-        self._now = now
+        self._set_clock(now)
         self.log.info("client closed (code %s, reason %r)", code, error_codes.sanitize_reason(reason))
         if self._client is ClientLeg.CONNECTED and self._upstream_usable():
             self._flush_commit_on_close()
@@ -346,7 +343,7 @@ class Translator:
         return relay_close(code, reason, self._redact)
 
     def session_expired(self, now: float) -> tuple[Close, Close]:
-        self._now = now
+        self._set_clock(now)
         self.log.info("maximum session duration reached")
         self._clear_timers()
         self._report_suppressed()
@@ -368,12 +365,21 @@ class Translator:
             preopen_frames=len(self._preopen),
             held_messages=len(self._pending_messages),
             held_audio=len(self._pending_audio),
-            uncommitted_bytes=self._uncommitted,
-            replies_owed=self._replies_owed,
-            debounce_at=self._debounce_at,
-            coalesce_at=self._coalesce_at,
+            uncommitted_bytes=self._commit.uncommitted_bytes,
+            replies_owed=self._acknowledgement.replies_owed,
+            debounce_at=self._commit.debounce_at,
+            coalesce_at=self._commit.coalesce_at,
             watchdog_at=self._watchdog_at,
+            commit=self._commit.phase,
+            acknowledgement=self._acknowledgement.phase,
+            awaiting_acknowledgement=len(self._acknowledgement.awaiting),
         )
+
+    def _set_clock(self, now: float) -> None:
+        # Deadlines are compared with this clock; a caller whose time runs backwards would fire them out of order.
+        if now < self._now:
+            raise TranslatorMisuse(f"time went backwards: {now!r} after {self._now!r}")
+        self._now = now
 
     # ===========================================================================================================
     # Client frames
@@ -492,10 +498,9 @@ class Translator:
         self.to_upstream.append(
             openai.encode(openai.ConversationItemCreate(item=session_update.user_message_item(text, item_id)))
         )
-        if len(self._awaiting_ack) >= MAX_AWAITING_ACK:
-            dropped, _ = self._awaiting_ack.popitem(last=False)
+        dropped = self._acknowledgement.sent(item_id)
+        if dropped is not None:
             self._peer_warning("upstream never acknowledged injected item %s; no longer waiting for it", dropped)
-        self._awaiting_ack[item_id] = None
         self.to_client.append(component.encode(component.ConversationText(role="user", content=text)))
         self.log.info("injected user message sent as item %s", item_id)
 
@@ -540,67 +545,70 @@ class Translator:
                 chunk = out[start : start + MAX_AUDIO_BYTES_PER_APPEND]
                 self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=chunk)))
         if self._detection is TurnDetection.MANUAL:
-            self._uncommitted += len(out)
+            self._commit.appended(len(out))
         return True
 
-    def _threshold(self) -> int:
-        return MIN_AUDIO_BYTES_FOR_COMMIT if self._first_commit_done else MIN_AUDIO_BYTES_FOR_FIRST_COMMIT
-
     def _schedule_commit(self) -> None:
-        self._debounce_at = self._now + self.options.commit_debounce
+        commit = self._commit
+        commit.arm_debounce(self._now + self.options.commit_debounce)
         # Not reset by later appends, so a steady stream of chunks still commits.
         if (
-            self._coalesce_at is None
-            and self._uncommitted > 0
-            and self._uncommitted >= self._threshold()
+            commit.coalesce_at is None
+            and commit.uncommitted_bytes > 0
+            and commit.uncommitted_bytes >= commit.threshold_bytes
             and self._response is Response.IDLE
             and self._upstream_usable()
         ):
-            self._coalesce_at = self._now + self.options.commit_max_coalesce
+            commit.arm_coalesce(self._now + self.options.commit_max_coalesce)
 
     def _commit_if_eligible(self) -> bool:
+        commit = self._commit
         if (
             self._detection is TurnDetection.SERVER_VAD
-            or self._uncommitted <= 0
-            or self._uncommitted < self._threshold()
+            or commit.uncommitted_bytes <= 0
+            or commit.uncommitted_bytes < commit.threshold_bytes
             or self._response is Response.ACTIVE
             or not self._upstream_usable()
         ):
             return False
-        self.log.info("committing %d bytes of input audio", self._uncommitted)
+        self.log.info("committing %d bytes of input audio", commit.uncommitted_bytes)
         self.to_upstream.append(openai.INPUT_AUDIO_BUFFER_COMMIT)
         self._send_response_create()
-        self._first_commit_done = True
-        self._uncommitted = 0
-        self._debounce_at = self._coalesce_at = None
+        commit.committed()
         return True
 
     def _fire_debounce(self) -> None:
-        self._debounce_at = None
+        self._commit.debounce_fired()
         self._commit_if_eligible()  # an ineligible commit is not re-armed (reference behaviour)
 
     def _fire_coalesce(self) -> None:
-        self._coalesce_at = None
+        self._commit.coalesce_fired()
         self._commit_if_eligible()
 
     def _pad_audio(self, size: int) -> None:
         self.log.info("padding input audio with %d bytes of silence", size)
         self.to_upstream.append(openai.encode(openai.InputAudioBufferAppend(audio=bytes(size))))
-        self._uncommitted += size
+        self._commit.appended(size)
 
     def _rearm_commit_after_response(self) -> None:
-        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or not self._upstream_usable():
+        uncommitted = self._commit.uncommitted_bytes
+        if self._detection is TurnDetection.SERVER_VAD or uncommitted <= 0 or not self._upstream_usable():
             return
-        if self._uncommitted < MIN_AUDIO_BYTES_FOR_COMMIT:
-            self._pad_audio(MIN_AUDIO_BYTES_FOR_COMMIT - self._uncommitted)
+        if uncommitted < MIN_AUDIO_BYTES_FOR_COMMIT:
+            self._pad_audio(MIN_AUDIO_BYTES_FOR_COMMIT - uncommitted)
         self._schedule_commit()
 
     def _flush_commit_on_close(self) -> None:
-        if self._detection is TurnDetection.SERVER_VAD or self._uncommitted <= 0 or self._response is Response.ACTIVE:
+        commit = self._commit
+        if (
+            self._detection is TurnDetection.SERVER_VAD
+            or commit.uncommitted_bytes <= 0
+            or self._response is Response.ACTIVE
+        ):
             return
-        self._debounce_at = self._coalesce_at = None
-        if self._uncommitted < self._threshold():
-            self._pad_audio(self._threshold() - self._uncommitted)
+        commit.disarm()
+        if commit.uncommitted_bytes < commit.threshold_bytes:
+            self._pad_audio(commit.threshold_bytes - commit.uncommitted_bytes)
         self._commit_if_eligible()
 
     # ===========================================================================================================
@@ -611,8 +619,7 @@ class Translator:
         self._turn = Turn()
         # Each response that starts answers one acknowledged inject, whoever asked for it (a tool result's
         # follow-up or a VAD turn sees the injected message too).
-        if self._replies_owed:
-            self._replies_owed -= 1
+        self._acknowledgement.response_started()
 
     def _end_response(self) -> None:
         # Fix: the started/done flags stay with the response that ended (the reference clears them here, which
@@ -636,8 +643,7 @@ class Translator:
         """The response.create owed to acknowledged injects: one per inject, one at a time, and only once every
         injected item sent so far is in the conversation (never while a response or a tool result is pending)."""
         if (
-            self._replies_owed
-            and not self._awaiting_ack
+            self._acknowledgement.reply_due
             and self._response is Response.IDLE
             and self._tool_result is ToolResult.NONE
             and self._upstream_usable()
@@ -744,7 +750,7 @@ class Translator:
                     self.dropped_audio_frames,
                     self.dropped_audio_bytes,
                 )
-            if self._detection is TurnDetection.MANUAL and self._uncommitted > 0:
+            if self._detection is TurnDetection.MANUAL and self._commit.uncommitted_bytes > 0:
                 self._schedule_commit()
 
     def _on_text_delta(self, event: openai.ResponseOutputTextDelta, frame: Frame) -> None:
@@ -844,37 +850,11 @@ class Translator:
             self.log.debug("%s payload: %s", kind, _loggable(frame, 2000))
         if kind == "conversation.item.done" and item_type == "function_call_output":
             self._send_deferred_create()
-        if item is not None and self._is_acknowledgement(item, item_id, _ITEM_STAGE[kind]):
-            self._replies_owed += 1
+        if item is not None and self._acknowledgement.acknowledges(
+            item_id, item.type == "message" and item.role == "user" and not _audio_only(item.content), _ITEM_STAGE[kind]
+        ):
             self._answer_injects()
         self._assistant_item_text(item, item_id)
-
-    def _is_acknowledgement(self, item: openai.Item, item_id: str | None, stage: int) -> bool:
-        """Whether this item event acknowledges an injected message not yet acknowledged.
-
-        An id matching an inject acknowledges it. Otherwise (an upstream that does not echo client ids) the next
-        user text message acknowledges the oldest waiting inject. One item's created/added/done count once; an id
-        seen again at the same or an earlier stage is a new item reusing the id, and counts again.
-        """
-        if item_id is not None:
-            last_stage = self._counted_ids.get(item_id)
-            if last_stage is not None and stage > last_stage:
-                self._counted_ids[item_id] = stage  # the same item progressing
-                return False
-        if not self._awaiting_ack:
-            return False
-        if item_id is not None and item_id in self._awaiting_ack:
-            del self._awaiting_ack[item_id]
-        elif item.type == "message" and item.role == "user" and not _audio_only(item.content):
-            self._awaiting_ack.popitem(last=False)
-        else:
-            return False
-        if item_id is not None:
-            self._counted_ids.pop(item_id, None)
-            self._counted_ids[item_id] = stage
-            if len(self._counted_ids) > MAX_REMEMBERED_ITEM_IDS:
-                self._counted_ids.popitem(last=False)
-        return True
 
     def _assistant_item_text(self, item: openai.Item | None, item_id: str | None) -> None:
         text = upstream_text.assistant_item_text(item)
@@ -911,7 +891,8 @@ class Translator:
         return self._upstream is UpstreamLeg.OPEN
 
     def _clear_timers(self) -> None:
-        self._debounce_at = self._coalesce_at = self._watchdog_at = None
+        self._commit.disarm()
+        self._watchdog_at = None
 
     def _error_frame(self, code: str, description: str) -> str:
         """An ``Error`` for the client; both fields may carry peer text (an upstream error quoting the key)."""
