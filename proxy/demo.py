@@ -29,6 +29,7 @@ _FILES: dict[str, tuple[str, bytes]] = {
     "/demo/demo.js": ("demo.js", b"text/javascript; charset=utf-8"),
     "/demo/mic-worklet.js": ("mic-worklet.js", b"text/javascript; charset=utf-8"),
     "/demo/demo.css": ("demo.css", b"text/css; charset=utf-8"),
+    "/demo/icon.svg": ("icon.svg", b"image/svg+xml"),
     **dict.fromkeys(PAGE_PATHS, ("demo.html", b"text/html; charset=utf-8")),
 }
 

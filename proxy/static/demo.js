@@ -143,7 +143,6 @@ function connect(route) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const params = new URLSearchParams();
   if (route === "/deepgram-proxy") params.set("service", "agent");
-  if (ui.token.value) params.set("token", ui.token.value);
   const query = params.toString();
   const url = `${scheme}//${location.host}${route}${query ? `?${query}` : ""}`;
   ensureContext();
@@ -151,7 +150,8 @@ function connect(route) {
   audioBytes = 0;
   ui.audioBytes.textContent = "0";
   setStatus("connecting");
-  socket = new WebSocket(url);
+  // A client token travels as the "token" subprotocol pair, never in the URL (which servers and proxies log).
+  socket = ui.token.value ? new WebSocket(url, ["token", ui.token.value]) : new WebSocket(url);
   socket.binaryType = "arraybuffer";
   socket.onopen = () => {
     setStatus("waiting for SettingsApplied");

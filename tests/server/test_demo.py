@@ -59,6 +59,7 @@ async def test_the_page_is_served_as_html_with_a_strict_csp(path: str) -> None:
         ("/demo/demo.js", "demo.js", "text/javascript; charset=utf-8"),
         ("/demo/mic-worklet.js", "mic-worklet.js", "text/javascript; charset=utf-8"),
         ("/demo/demo.css", "demo.css", "text/css; charset=utf-8"),
+        ("/demo/icon.svg", "icon.svg", "image/svg+xml"),
     ],
 )
 async def test_the_script_the_worklet_and_the_styles_are_served(path: str, name: str, content_type: str) -> None:
@@ -86,7 +87,9 @@ async def test_only_get_is_allowed_on_the_page() -> None:
     assert (status, headers["allow"]) == (405, "GET")
 
 
-@pytest.mark.parametrize("path", ["/", "/demo", "/demo/demo.js", "/demo/mic-worklet.js", "/demo/demo.css"])
+@pytest.mark.parametrize(
+    "path", ["/", "/demo", "/demo/demo.js", "/demo/mic-worklet.js", "/demo/demo.css", "/demo/icon.svg"]
+)
 async def test_disabled_the_demo_is_404(path: str) -> None:
     async with proxy(config(demo=False)) as (_server, port):
         status, _headers, body = await request(port, path)
@@ -129,3 +132,15 @@ def test_the_switch_by_flag_and_variable(argv: list[str], env: dict[str, str], s
 def test_a_bad_variable_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="PROXY_DEMO"):
         from_env({"PROXY_DEMO": "maybe"})
+
+
+def test_every_static_file_is_package_data() -> None:
+    """The wheel carries the page: every file in proxy/static matches a package-data pattern."""
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((STATIC.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["proxy"]
+    files = sorted(path.relative_to(STATIC.parent).as_posix() for path in STATIC.iterdir())
+    assert files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)] == []
