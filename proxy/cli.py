@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes sharing the port; 'auto': one per usable CPU (env PROXY_WORKERS, default 1)",
     )
 
+    listening.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=None,
+        help="do not serve the browser demo page on / and /demo (env PROXY_DEMO=0; served by default)",
+    )
+
     logging_group = p.add_argument_group("logging")
     logging_group.add_argument(
         "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (env LOG_LEVEL, default INFO)"
@@ -247,6 +254,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
         ),
         "trusted_proxies": _text(args, "--trusted-proxies", config_module.networks),
         "workers": _text(args, "--workers", config_module.workers),
+        "demo": False if args.no_demo else None,
         "tls_cert_file": args.tls_cert,
         "tls_key_file": args.tls_key,
     }

@@ -153,6 +153,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     #: Worker processes sharing the port (proxy/supervisor.py); 1: this process serves alone, no supervisor.
     workers: int = 1
+    #: Serve the browser demo page on ``GET /`` and ``GET /demo`` (proxy/demo.py).
+    demo: bool = True
 
     def __post_init__(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -508,6 +510,8 @@ def from_env(
         "deepgram_synthetic_audio_done": switch(
             env.get("DEEPGRAM_SYNTHETIC_AUDIO_DONE"), "DEEPGRAM_SYNTHETIC_AUDIO_DONE"
         ),
+        # On unless turned off: unset means on here, unlike the other switches.
+        "demo": env.get("PROXY_DEMO") is None or switch(env["PROXY_DEMO"], "PROXY_DEMO"),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
         "workers": workers(env.get("PROXY_WORKERS") or "1", "PROXY_WORKERS"),

@@ -43,6 +43,7 @@ def _upstream(upstream: Upstream) -> str:
 #: Setting name -> (flag or None, variables, how to show the resolved value).
 _SETTINGS: tuple[tuple[str, str | None, tuple[str, ...], Callable[[Config], str]], ...] = (
     ("host", "--host", ("PROXY_HOST",), lambda c: c.host),
+    ("demo", "--no-demo", ("PROXY_DEMO",), lambda c: "on" if c.demo else "off"),
     ("port", "--port", ("PROXY_PORT", "OPENAI_PROXY_PORT"), lambda c: str(c.port)),
     ("log_level", "--log-level", ("LOG_LEVEL",), lambda c: c.log_level),
     ("log_format", "--log-format", ("LOG_FORMAT",), lambda c: c.log_format),

@@ -90,13 +90,14 @@ def encode_answer(
     body: bytes,
     content_type: bytes = TEXT,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    cache_control: bytes = b"no-store",
 ) -> bytes:
     """One complete response that closes the connection, with the headers every answer of the listener carries."""
     headers = [
         (b"Content-Type", content_type),
         (b"Content-Length", str(len(body)).encode()),
         (b"Connection", b"close"),
-        (b"Cache-Control", b"no-store"),
+        (b"Cache-Control", cache_control),
         (b"X-Content-Type-Options", b"nosniff"),
         *extra,
     ]

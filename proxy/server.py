@@ -4,11 +4,11 @@ A connection is admitted against the caps of :mod:`proxy.admission` as it is acc
 once, never queued, so idle sockets cannot make probes or honest clients wait. An admitted connection has one
 deadline, ``handshake_timeout_s`` after accept, for its whole request head and the answer to it (a peer trickling
 bytes does not extend it), and for the TLS handshake before them when the port serves TLS (:mod:`proxy.tls`);
-the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered
-here (``/health``, ``/ready``, ``/metrics``, 404 otherwise). A WebSocket upgrade is checked in this order: known
-route (404), client (Origin, tokens: 403/401), draining, the client address's connection cap and the session cap
-(503 with ``Retry-After``), so an unauthenticated client never learns about capacity. It is then handed to the
-proxy's WebSocket layer (:mod:`proxy.ws`) with any bytes read past the head, and becomes a
+the head is read by :class:`proxy.http.HeadReader`. Plain HTTP requests are answered here (``/health``,
+``/ready``, ``/metrics``, the demo page of :mod:`proxy.demo`, 404 otherwise). A WebSocket upgrade is checked in
+this order: known route (404), client (Origin, tokens: 403/401), draining, the client address's connection cap and
+the session cap (503 with ``Retry-After``), so an unauthenticated client never learns about capacity. It is then
+handed to the proxy's WebSocket layer (:mod:`proxy.ws`) with any bytes read past the head, and becomes a
 :class:`~proxy.session.Session`.
 
 Draining (:meth:`ProxyServer.shutdown`): the listener stays open, ``/ready`` answers 503, new upgrades are refused
@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from . import logs, redact
+from . import demo, logs, redact
 from .admission import PENDING_EVICTED, Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
@@ -117,6 +117,7 @@ class ProxyServer:
         #: None without TLS; else it wraps every accepted stream (and reloads on SIGHUP).
         self.tls = ServerTLS.from_config(config)
         self._ids = itertools.count(1)
+        self._demo = demo.DemoPages() if config.demo else None
         self._sessions: dict[Session, str] = {}
         #: When each session's 101 went out (its duration is measured from there).
         self._opened_at: dict[Session, float] = {}
@@ -351,7 +352,7 @@ class ProxyServer:
         headers = {name.lower(): value for name, value in request.headers}
         upgrade = headers.get(b"upgrade", b"").lower() == b"websocket"
         if not upgrade:
-            await self._answer_http(stream, request.method, path, deadline)
+            await self._answer_http(stream, request.method, path, deadline, headers.get(b"if-none-match"))
             return
         # The trace id is known before any refusal, so a refused client can quote it too (proxy/logs.py).
         trace_id = logs.trace_id_from(
@@ -528,7 +529,24 @@ class ProxyServer:
         extra = (*headers, *_RETRY_AFTER) if status == 503 else tuple(headers)
         await _send(stream, encode_answer(status, message.encode(), extra=extra), deadline)
 
-    async def _answer_http(self, stream: trio.abc.Stream, method: bytes, path: str, deadline: float) -> None:
+    async def _answer_http(
+        self, stream: trio.abc.Stream, method: bytes, path: str, deadline: float, if_none_match: bytes | None = None
+    ) -> None:
+        if self._demo is not None and path in self._demo:
+            if method != b"GET":
+                answer = encode_answer(405, b"Method Not Allowed", extra=((b"Allow", b"GET"),))
+            else:
+                static = self._demo.answer(path, if_none_match)
+                assert static is not None
+                answer = encode_answer(
+                    static.status,
+                    static.body,
+                    static.content_type,
+                    extra=static.headers,
+                    cache_control=demo.CACHE_CONTROL,
+                )
+            await _send(stream, answer, deadline)
+            return
         pages: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
             "/health": lambda: (200, _json({"status": "ok"}), b"application/json"),
             "/ready": self._ready,

@@ -112,6 +112,7 @@ BAD_VARIABLES = [
     ("DEEPGRAM_LISTEN_URL", "https://example.test/"),
     ("OPENAI_PROXY_CLIENT_JSON_PASSTHROUGH", "maybe"),
     ("DEEPGRAM_SYNTHETIC_AUDIO_DONE", "2"),
+    ("PROXY_DEMO", "maybe"),
     ("OPENAI_PROXY_DEFERRED_RESPONSE_CREATE_TIMEOUT_MS", "nan"),
     ("PROXY_TRUSTED_PROXIES", "everyone"),
     ("PROXY_JWT_LEEWAY_S", "a while"),
@@ -208,7 +209,7 @@ def test_every_flag_and_variable_is_documented() -> None:
     missing = sorted(flag for flag in flags if f"`{flag}" not in doc)
     assert not missing, missing
     variables = {variable for _flag, variable, _parse in LIMIT_SETTINGS.values()}
-    variables |= {"LOG_FORMAT", "LOG_LEVEL", "DEEPGRAM_AUTH", "PROXY_HOST", "PROXY_PORT"}
+    variables |= {"LOG_FORMAT", "LOG_LEVEL", "DEEPGRAM_AUTH", "PROXY_HOST", "PROXY_PORT", "PROXY_DEMO"}
     assert not sorted(v for v in variables if f"`{v}" not in doc)
 
 

@@ -105,7 +105,7 @@ async def test_metrics_are_prometheus_text() -> None:
     assert 'proxy_frames_total{leg="client"} 1' in text
 
 
-@pytest.mark.parametrize("path", ["/", "/openai/x", "/relay/", "/nothing"])
+@pytest.mark.parametrize("path", ["/demo/x", "/static/demo.js", "/openai/x", "/relay/", "/nothing"])
 async def test_other_http_paths_are_404(path: str) -> None:
     async with proxy() as (_server, port):
         status, _headers, body = await http_get(port, path)
