@@ -4,7 +4,7 @@ Tasks in the session nursery:
 
 * ``client reader`` and ``upstream reader`` feed every received message to the core;
 * ``timer`` sleeps until the core's next deadline and tells the core when it passes;
-* a ``closer`` per leg waits for the session to end, then sends what is still queued and the close frame;
+* once the session ends, a ``closer`` per leg sends what is still queued and the close frame;
 * ``keepalive`` pings per leg;
 * ``clock`` runs the send watchdog and ends the session at its maximum duration.
 
@@ -287,9 +287,13 @@ class Session:
         self._ending = True
         self.closes = (client_close, upstream_close)
         self._to_client.close_with(client_close or Close(NORMAL))
-        if self._upstream_closer_started:
-            self._to_upstream.close_with(upstream_close or Close(NORMAL))
         assert self._nursery is not None
+        # The closers start only now: an idle session keeps no task that waits for its end.
+        self._nursery.start_soon(self._closer, self._client, self._to_client)
+        if self._upstream_closer_started and self._upstream is not None:
+            self._closers_expected = 2
+            self._to_upstream.close_with(upstream_close or Close(NORMAL))
+            self._nursery.start_soon(self._closer, self._upstream, self._to_upstream)
         self._nursery.cancel_scope.deadline = min(
             self._nursery.cancel_scope.deadline, trio.current_time() + self._limits.close_timeout_s
         )
@@ -311,7 +315,6 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._closer, self._client, self._to_client)
                 nursery.start_soon(self._upstream_leg)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._clock)
@@ -319,6 +322,7 @@ class Session:
                     nursery.start_soon(self._keepalive, self._client, "client")
                 await self._client_reader()
         finally:
+            self._nursery = None  # a late request_close has nothing left to close
             with trio.CancelScope(shield=True), trio.move_on_after(self._limits.close_timeout_s):
                 await self._close_leftovers()
 
@@ -468,9 +472,7 @@ class Session:
                     self._milestones.upstream_connected(trio.current_time() - connecting_at)
                 if self._ending:
                     return
-                self._closers_expected = 2
                 self._upstream_closer_started = True
-                nursery.start_soon(self._closer, upstream, self._to_upstream)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, upstream, "upstream")
                 self._feed(core.upstream_opened)
