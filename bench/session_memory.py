@@ -33,7 +33,20 @@ SESSION_UPDATED = json.dumps({"type": "session.updated", "session": {"type": "re
 class Measurement:
     sessions: int
     bytes_per_session: float
+    #: Trio tasks each idle session keeps (its peers' reader tasks in this harness excluded).
+    tasks_per_session: float
     top: list[tuple[str, int]]
+
+
+def _count_tasks() -> int:
+    count, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        count += 1
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return count
 
 
 async def _drain(stream: trio.abc.ReceiveStream) -> None:
@@ -48,7 +61,9 @@ async def _open_sessions(nursery: trio.Nursery, count: int, limits: Limits) -> l
         browser, proxy_side = trio.testing.memory_stream_pair()
         upstream_peer: list[trio.abc.Stream] = []
 
-        async def connector(target: UpstreamTarget, lim: Limits, peers: list[trio.abc.Stream] = upstream_peer) -> WebSocket:
+        async def connector(
+            target: UpstreamTarget, lim: Limits, peers: list[trio.abc.Stream] = upstream_peer
+        ) -> WebSocket:
             ours, theirs = trio.testing.memory_stream_pair()
             peers.append(theirs)
             nursery.start_soon(_drain, theirs)
@@ -71,18 +86,21 @@ async def _measure(count: int, warmup: int, frames: int, clock: trio.testing.Moc
     async with trio.open_nursery() as nursery:
         await _open_sessions(nursery, warmup, limits)  # caches, interned strings, first-use imports
         gc.collect()
+        tasks_before = _count_tasks()
         tracemalloc.start(frames)
         before = tracemalloc.take_snapshot()
         await _open_sessions(nursery, count, limits)
         gc.collect()
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
+        # Each session in this harness adds two peer tasks that read and discard what the proxy sends.
+        tasks = (_count_tasks() - tasks_before) / count - 2
         stats = after.compare_to(before, "lineno")
         total = sum(stat.size_diff for stat in stats)
         top = [(str(stat.traceback[0]), stat.size_diff) for stat in stats[:15]]
         clock.autojump_threshold = 0  # the sessions' shielded closes wait on virtual time
         nursery.cancel_scope.cancel()
-    return Measurement(count, total / count, top)
+    return Measurement(count, total / count, tasks, top)
 
 
 def measure(count: int = 200, *, warmup: int = 20, frames: int = 1) -> Measurement:
@@ -99,6 +117,7 @@ def main() -> None:
     result = measure(args.sessions)
     print(f"idle sessions: {result.sessions}")
     print(f"bytes per idle session: {result.bytes_per_session:,.0f} ({result.bytes_per_session / 1024:.1f} KiB)")
+    print(f"tasks per idle session: {result.tasks_per_session:g}")
     for site, size in result.top[: args.top]:
         print(f"  {size / result.sessions:9,.0f} B  {site}")
 
