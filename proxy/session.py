@@ -211,6 +211,27 @@ class Outbox:
 class Session:
     """One client connection and its upstream. Create, then ``await run()``; it returns when both legs are closed."""
 
+    __slots__ = (
+        "_client",
+        "_closers_done",
+        "_closers_expected",
+        "_connector",
+        "_core",
+        "_ending",
+        "_label",
+        "_limits",
+        "_milestones",
+        "_nursery",
+        "_target",
+        "_timer_scope",
+        "_to_client",
+        "_to_upstream",
+        "_upstream",
+        "_upstream_closer_started",
+        "closes",
+        "stats",
+    )
+
     def __init__(
         self,
         client: WebSocket,
