@@ -3,9 +3,10 @@
 Each session is the production shell (:class:`proxy.session.Session`) with the ``/openai`` translator, both legs
 :class:`proxy.ws.WebSocket` over in-memory streams, brought to the idle state the RSS benchmark measures: the
 component's ``Settings`` answered by ``session.updated`` and ``SettingsApplied`` delivered. The peers are bare
-byte streams (no WebSocket object of their own), so what is counted is the proxy's side plus two small stream pairs.
-The clock is virtual and never advances, so no ping or watchdog fires; the figure is deterministic for a given
-Python and library versions. RSS (the benchmark's ``--targets proxy`` row) adds the allocator's overhead on top.
+byte streams (no WebSocket object of their own), so what is counted is the proxy's side plus two in-memory stream
+pairs (about 9 KiB per session). The clock is virtual and never advances, so no ping or watchdog fires; the figure
+is deterministic for given Python and library versions. RSS (the benchmark's ``--targets proxy`` row) counts
+sockets instead of memory streams, and the allocator's overhead.
 """
 
 from __future__ import annotations
