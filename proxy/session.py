@@ -4,8 +4,9 @@ Tasks in the session nursery:
 
 * ``client reader`` and ``upstream reader`` feed every received message to the core;
 * ``timer`` sleeps until the core's next deadline and tells the core when it passes;
-* a ``closer`` per leg waits for the session to end, then sends what is still queued and the close frame;
-* ``keepalive`` pings per leg, the send watchdog, and the session's maximum duration.
+* once the session ends, a ``closer`` per leg sends what is still queued and the close frame;
+* ``keepalive`` pings per leg;
+* ``clock`` runs the send watchdog and ends the session at its maximum duration.
 
 Feeding the core and queueing its output in an :class:`Outbox` per leg is synchronous, so frames keep the order the
 core produced them in, whatever task produced them; the producing task then sends them itself (no task hop per
@@ -152,8 +153,9 @@ class Outbox:
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._close: Close | None = None
-        self._close_lot = trio.lowlevel.ParkingLot()
-        self._reader_lot = trio.lowlevel.ParkingLot()
+        # Made on first use (a reader only parks under backpressure).
+        self._close_lot: trio.lowlevel.ParkingLot | None = None
+        self._reader_lot: trio.lowlevel.ParkingLot | None = None
         #: A task is sending this leg's frames right now.
         self.busy = False
 
@@ -172,37 +174,63 @@ class Outbox:
             return None
         frame = self._frames.popleft()
         self._bytes -= len(frame)
-        if self._reader_lot and self.writable():
+        if self._reader_lot and self.writable():  # None or empty: nobody to wake
             self._reader_lot.unpark_all()
         return frame
 
     def release(self) -> None:
         self.busy = False
-        if self._close is not None:
+        if self._close is not None and self._close_lot is not None:
             self._close_lot.unpark_all()
 
     def close_with(self, close: Close) -> None:
         """Queue the final close; frames queued before it are still sent."""
         if self._close is None:
             self._close = close
-            self._close_lot.unpark_all()
+            if self._close_lot is not None:
+                self._close_lot.unpark_all()
 
     def writable(self) -> bool:
         return len(self._frames) < self._max_frames and self._bytes < self._max_bytes
 
     async def wait_writable(self) -> None:
         while not self.writable():
+            if self._reader_lot is None:
+                self._reader_lot = trio.lowlevel.ParkingLot()
             await self._reader_lot.park()
 
     async def wait_for_close(self) -> Close:
         """Wait until the close is queued and no task is sending; the caller then sends what is left and closes."""
         while self._close is None or self.busy:
+            if self._close_lot is None:
+                self._close_lot = trio.lowlevel.ParkingLot()
             await self._close_lot.park()
         return self._close
 
 
 class Session:
     """One client connection and its upstream. Create, then ``await run()``; it returns when both legs are closed."""
+
+    __slots__ = (
+        "_client",
+        "_closers_done",
+        "_closers_expected",
+        "_connector",
+        "_core",
+        "_ending",
+        "_label",
+        "_limits",
+        "_milestones",
+        "_nursery",
+        "_target",
+        "_timer_scope",
+        "_to_client",
+        "_to_upstream",
+        "_upstream",
+        "_upstream_closer_started",
+        "closes",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -280,9 +308,13 @@ class Session:
         self._ending = True
         self.closes = (client_close, upstream_close)
         self._to_client.close_with(client_close or Close(NORMAL))
-        if self._upstream_closer_started:
-            self._to_upstream.close_with(upstream_close or Close(NORMAL))
         assert self._nursery is not None
+        # The closers start only now: an idle session keeps no task that waits for its end.
+        self._nursery.start_soon(self._closer, self._client, self._to_client)
+        if self._upstream_closer_started and self._upstream is not None:
+            self._closers_expected = 2
+            self._to_upstream.close_with(upstream_close or Close(NORMAL))
+            self._nursery.start_soon(self._closer, self._upstream, self._to_upstream)
         self._nursery.cancel_scope.deadline = min(
             self._nursery.cancel_scope.deadline, trio.current_time() + self._limits.close_timeout_s
         )
@@ -304,15 +336,14 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._closer, self._client, self._to_client)
                 nursery.start_soon(self._upstream_leg)
                 nursery.start_soon(self._timer)
-                nursery.start_soon(self._max_duration)
-                nursery.start_soon(self._send_watchdog)
+                nursery.start_soon(self._clock)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, self._client, "client")
                 await self._client_reader()
         finally:
+            self._nursery = None  # a late request_close has nothing left to close
             with trio.CancelScope(shield=True), trio.move_on_after(self._limits.close_timeout_s):
                 await self._close_leftovers()
 
@@ -391,22 +422,47 @@ class Session:
         except ConnectionClosed:
             pass  # the peer is gone (or the watchdog aborted the leg); its reader reports how
 
-    async def _send_watchdog(self) -> None:
-        """Abort a leg whose peer stopped reading: its current send has been pending for ``send_timeout_s``."""
+    async def _clock(self) -> None:
+        """The session's two slow deadlines in one task: the send watchdog's ticks and the maximum duration.
+
+        The watchdog aborts a leg whose peer stopped reading (its current send has been pending for
+        ``send_timeout_s``). This task never sends, so a blocked send cannot hold it up; sharing it saves a task
+        per session over a task per deadline.
+        """
         send_timeout = self._limits.send_timeout_s
         tick = min(1.0, send_timeout / 4)
+        now = trio.current_time()
+        next_check = now + tick
+        expires_at = now + self._limits.max_session_s
         while True:
-            await trio.sleep(tick)
+            await trio.sleep_until(min(next_check, expires_at))
             now = trio.current_time()
-            for ws in (self._client, self._upstream):
-                started = None if ws is None else ws.send_started
-                if ws is None or started is None or now - started < send_timeout or ws.closed is not None:
-                    continue
-                log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
-                self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
-                # The send in progress fails once the transport is dropped under it; no close frame can follow a
-                # half-written message.
-                await ws.abort()
+            if now >= expires_at:
+                expires_at = math.inf
+                self._expire()
+            if now >= next_check:
+                await self._check_sends(now, send_timeout)
+                next_check = trio.current_time() + tick
+
+    async def _check_sends(self, now: float, send_timeout: float) -> None:
+        for ws in (self._client, self._upstream):
+            started = None if ws is None else ws.send_started
+            if ws is None or started is None or now - started < send_timeout or ws.closed is not None:
+                continue
+            log.warning("%s: peer stopped reading for %.0f s; closing", self._label, send_timeout)
+            self._end(Close(INTERNAL_ERROR, "Peer too slow"), Close(INTERNAL_ERROR, "Peer too slow"))
+            # The send in progress fails once the transport is dropped under it; no close frame can follow a
+            # half-written message.
+            await ws.abort()
+
+    def _expire(self) -> None:
+        if self._ending:
+            return
+        log.info("%s: maximum session duration reached", self._label)
+        # What the client is told (an Error, or only the close where its protocol has no Error) is the core's word.
+        closes: list[tuple[Close, Close]] = []
+        self._feed(lambda now: closes.append(self._core.session_expired(now)))
+        self._end(*closes[0])
 
     async def _closer(self, ws: WebSocket, outbox: Outbox) -> None:
         """Once the session ends: send what is still queued on this leg, then its close frame."""
@@ -437,9 +493,7 @@ class Session:
                     self._milestones.upstream_connected(trio.current_time() - connecting_at)
                 if self._ending:
                     return
-                self._closers_expected = 2
                 self._upstream_closer_started = True
-                nursery.start_soon(self._closer, upstream, self._to_upstream)
                 if self._limits.ping_interval_s > 0:
                     nursery.start_soon(self._keepalive, upstream, "upstream")
                 self._feed(core.upstream_opened)
@@ -518,16 +572,6 @@ class Session:
             if not self._ending:
                 self._feed(core.timer_fired)
                 await self._send_pending()
-
-    async def _max_duration(self) -> None:
-        await trio.sleep(self._limits.max_session_s)
-        if self._ending:
-            return
-        log.info("%s: maximum session duration reached", self._label)
-        # What the client is told (an Error, or only the close where its protocol has no Error) is the core's word.
-        closes: list[tuple[Close, Close]] = []
-        self._feed(lambda now: closes.append(self._core.session_expired(now)))
-        self._end(*closes[0])
 
     async def _keepalive(self, ws: WebSocket, leg: str) -> None:
         """Ping ``leg`` every ``ping_interval_s``; end the session if the peer shows no life for ``ping_timeout_s``.

@@ -111,15 +111,17 @@ class WebSocket:
         #: The subprotocol agreed in the handshake, if any.
         self.subprotocol = subprotocol
         self._closed: CloseReason | None = None
-        self._closed_event = trio.Event()
+        # Parking lots, the close event and the ping table are made on first use: most connections never need
+        # them, and a proxy holds two connections per idle session.
+        self._closed_event: trio.Event | None = None
         self._close_sent: CloseReason | None = None
         self._broken = False
         self._receiving = False
-        self._receive_lot = trio.lowlevel.ParkingLot()
+        self._receive_lot: trio.lowlevel.ParkingLot | None = None
         self._sending = False
-        self._send_lot = trio.lowlevel.ParkingLot()
-        self._pings: dict[bytes, trio.Event] = {}
-        self._ping_ids = itertools.count()
+        self._send_lot: trio.lowlevel.ParkingLot | None = None
+        self._pings: dict[bytes, trio.Event] | None = None
+        self._ping_ids: itertools.count[int] | None = None
         #: When the frame being written started to be written (None: no write in progress); for send watchdogs.
         self.send_started: float | None = None
 
@@ -142,6 +144,8 @@ class WebSocket:
                 raise ConnectionClosed(self._closed)
             if self._receiving:
                 if self._close_sent is not None:  # aclose() is reading the peer's close frame
+                    if self._closed_event is None:
+                        self._closed_event = trio.Event()
                     await self._closed_event.wait()
                     continue
                 raise trio.BusyResourceError("another task is already receiving on this WebSocket")
@@ -150,7 +154,7 @@ class WebSocket:
                 event = await self._next_event()
             finally:
                 self._receiving = False
-                if self._receive_lot:
+                if self._receive_lot:  # None or empty: nobody to wake
                     self._receive_lot.unpark_all()  # aclose() may be waiting to take over reading
             if isinstance(event, str | bytes):
                 if self._close_sent is None:
@@ -195,11 +199,12 @@ class WebSocket:
             await self._peer_closed(event)
 
     def _pong(self, payload: bytes) -> None:
-        if payload not in self._pings:
+        pings = self._pings
+        if pings is None or payload not in pings:
             return  # unsolicited: allowed as a heartbeat, nothing to do
         # A pong acknowledges its ping and every ping sent before it.
-        for key in list(self._pings):
-            self._pings.pop(key).set()
+        for key in list(pings):
+            pings.pop(key).set()
             if key == payload:
                 break
 
@@ -238,12 +243,12 @@ class WebSocket:
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for its pong (answered by whichever task is reading). Raises ConnectionClosed."""
         if payload is None:
-            payload = next(self._ping_ids).to_bytes(8, "big")
+            payload = self._next_ping_payload()
         answered = await self.send_ping(payload)
         try:
             await answered.wait()
         finally:
-            if self._pings.get(payload) is answered:
+            if self._pings is not None and self._pings.get(payload) is answered:
                 del self._pings[payload]  # cancelled while waiting: forget it
         if self._closed is not None:
             raise ConnectionClosed(self._closed)
@@ -257,7 +262,9 @@ class WebSocket:
         if self._close_sent is not None or self._closed is not None:
             raise ConnectionClosed(self._closed or self._close_sent or CloseReason(ABNORMAL))
         if payload is None:
-            payload = next(self._ping_ids).to_bytes(8, "big")
+            payload = self._next_ping_payload()
+        if self._pings is None:
+            self._pings = {}
         if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
         answered = trio.Event()
@@ -269,9 +276,16 @@ class WebSocket:
             raise
         return answered
 
+    def _next_ping_payload(self) -> bytes:
+        if self._ping_ids is None:
+            self._ping_ids = itertools.count()
+        return next(self._ping_ids).to_bytes(8, "big")
+
     async def _send_raw(self, data: bytes) -> None:
         """Write one whole frame. Senders take turns; a send cut off mid-frame breaks the connection for good."""
         while self._sending:
+            if self._send_lot is None:
+                self._send_lot = trio.lowlevel.ParkingLot()
             await self._send_lot.park()
         if self._broken or self._closed is not None:
             raise ConnectionClosed(self._closed or CloseReason(ABNORMAL))
@@ -291,7 +305,8 @@ class WebSocket:
             self.send_started = None
             if not complete:
                 self._broken = True
-            self._send_lot.unpark()
+            if self._send_lot is not None:
+                self._send_lot.unpark()
 
     # -- closing ------------------------------------------------------------------------------------------------
 
@@ -312,6 +327,8 @@ class WebSocket:
                 if self._receiving:
                     # The active reader will see the peer's close frame; if it stops reading first (cancelled),
                     # we are woken and read it ourselves.
+                    if self._receive_lot is None:
+                        self._receive_lot = trio.lowlevel.ParkingLot()
                     await self._receive_lot.park()
                     continue
                 self._receiving = True
@@ -334,9 +351,11 @@ class WebSocket:
     async def _finish(self, reason: CloseReason) -> None:
         if self._closed is None:
             self._closed = reason
-            self._closed_event.set()
-            self._receive_lot.unpark_all()
-            for answered in self._pings.values():
+            if self._closed_event is not None:
+                self._closed_event.set()
+            if self._receive_lot is not None:
+                self._receive_lot.unpark_all()
+            for answered in (self._pings or {}).values():
                 answered.set()
         await trio.aclose_forcefully(self._stream)
 
