@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from proxy.sim import speech
+
 os.environ["PROXY_STRICT"] = "1"
 
 pytest_plugins = ["pytester"]
@@ -31,6 +33,13 @@ class _ExceptionRecords(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info or record.exc_text:
             self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def simulated_tones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process simulators speak with tones: synthesis in a worker thread would let a mock clock run ahead
+    (tests/sim/test_speech.py switches speech back on)."""
+    monkeypatch.setattr(speech, "enabled", False)
 
 
 @pytest.fixture(autouse=True)
