@@ -16,8 +16,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.sim import speech
-
 os.environ["PROXY_STRICT"] = "1"
 
 pytest_plugins = ["pytester"]
@@ -39,6 +37,10 @@ class _ExceptionRecords(logging.Handler):
 def simulated_tones(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process simulators speak with tones: synthesis in a worker thread would let a mock clock run ahead
     (tests/sim/test_speech.py switches speech back on)."""
+    try:
+        from proxy.sim import speech
+    except ImportError:  # an inner pytest run (pytester) may import an installed proxy older than this checkout
+        return
     monkeypatch.setattr(speech, "enabled", False)
 
 
