@@ -104,7 +104,9 @@ class _Engine:
         encoded = text.encode()
         with self.lock:
             self._pieces = []
-            # The voice's pitch jitter draws random numbers; a fixed seed makes a text's audio reproducible.
+            self._lib.espeak_SetSynthCallback(self._callback)  # ours, even if the library was initialised again
+            # A fixed seed for the voice's random jitter. Other state carries from one call to the next, so a
+            # text's audio can still differ by a few milliseconds; the cache keeps a repeated reply identical.
             self._lib.espeak_ng_SetRandSeed(RANDOM_SEED)
             status = self._lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             pieces, self._pieces = self._pieces, []
@@ -206,16 +208,23 @@ def speak(text: str, rate: int) -> bytes:
     return pcm
 
 
+def _run_limiter() -> trio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(1)
+        _limiter.set(limiter)
+        return limiter
+
+
 async def render(text: str, rate: int) -> bytes:
     """:func:`speak` in a worker thread (one synthesis at a time), so the event loop never waits for it."""
+    if enabled and _engine is None and not _engine_failed:
+        # Loading the library and its voice takes about 0.1 s: in the thread too.
+        await trio.to_thread.run_sync(_get_engine, limiter=_run_limiter())
     if _get_engine() is None:
         return synth.speak(text, rate)  # the tones are cheap: no thread
     cached = cache.get((_normalise(text), rate))
     if cached is not None:
         return cached  # no thread for a reply said before
-    try:
-        limiter = _limiter.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(1)
-        _limiter.set(limiter)
-    return await trio.to_thread.run_sync(speak, text, rate, limiter=limiter)
+    return await trio.to_thread.run_sync(speak, text, rate, limiter=_run_limiter())

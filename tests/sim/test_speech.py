@@ -152,3 +152,18 @@ async def test_the_agent_simulator_speaks_at_the_settings_output_rate(espeak: No
         messages = await client.until("AgentAudioDone")
     said = next(m["content"] for m in messages if m.get("role") == "assistant")
     assert bytes(client.audio) == speech.speak(said, 16_000)
+
+
+def test_the_library_is_loaded_in_a_worker_thread_too(espeak: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speech, "_engine", None)
+    threads: list[threading.Thread] = []
+    original = speech._Engine
+
+    def recording() -> speech._Engine:
+        threads.append(threading.current_thread())
+        return original()
+
+    monkeypatch.setattr(speech, "_Engine", recording)
+    assert rms(trio.run(speech.render, TEXT, 24_000)) > 500
+    assert len(threads) == 1
+    assert threads[0] is not threading.main_thread()
