@@ -177,3 +177,12 @@ class Resampler16kTo24k(_OddByteCarry):
         self._buf = buf.copy() if buf.size else _EMPTY
         self._pos = pos
         return out
+
+
+def convert_rate(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """A whole PCM16 mono clip at ``from_rate`` converted to ``to_rate`` (libsoxr, "HQ"); an odd byte is dropped."""
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+    if from_rate == to_rate or not samples.size:
+        return samples.tobytes()
+    out: npt.NDArray[np.int16] = soxr.resample(samples, from_rate, to_rate, quality="HQ")
+    return out.astype("<i2", copy=False).tobytes()

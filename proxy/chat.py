@@ -448,6 +448,8 @@ class AgentListener:
         try:
             event = json.loads(message)
         except ValueError:
+            if isinstance(message, bytes):
+                self.speech += message  # audio whose first sample's low byte is "{", common in speech
             return
         kind = event.get("type") if isinstance(event, dict) else None
         if kind == "SettingsApplied":

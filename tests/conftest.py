@@ -34,6 +34,17 @@ class _ExceptionRecords(logging.Handler):
 
 
 @pytest.fixture(autouse=True)
+def simulated_tones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process simulators speak with tones: synthesis in a worker thread would let a mock clock run ahead
+    (tests/sim/test_speech.py switches speech back on)."""
+    try:
+        from proxy.sim import speech
+    except ImportError:  # an inner pytest run (pytester) may import an installed proxy older than this checkout
+        return
+    monkeypatch.setattr(speech, "enabled", False)
+
+
+@pytest.fixture(autouse=True)
 def internal_errors(request: pytest.FixtureRequest) -> Iterator[list[logging.LogRecord]]:
     """The ``proxy.*`` records with exception info logged during the test (the test fails if there is one,
     unless it is marked ``provokes_internal_error``)."""

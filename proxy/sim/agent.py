@@ -36,6 +36,10 @@ class TurnRun:
 
     events: Iterator[tuple[float, Frame]]
     cancelled: bool = False
+    #: (text, rate) of the turn's audio: the shell renders it (:mod:`proxy.sim.speech`) into :attr:`pcm` before
+    #: streaming; left None, the events use the tones of :func:`proxy.sim.synth.speak`.
+    speech: tuple[str, int] | None = None
+    pcm: bytes | None = None
 
 
 def _error(code: str, description: str) -> str:
@@ -197,7 +201,7 @@ class AgentSimulator:
 
     def _agent_says(self, text: str, *, think: bool) -> list[Frame]:
         self._cut_off()
-        run = TurnRun(events=iter(()))
+        run = TurnRun(events=iter(()), speech=(text, self.output_rate))
         run.events = self._speech(run, text, think=think)
         self.active = run
         self.new_runs.append(run)
@@ -208,7 +212,7 @@ class AgentSimulator:
             yield 0.0, cp.AGENT_THINKING
         yield 0.0, cp.encode(cp.ConversationText(role="assistant", content=text))
         yield 0.0, cp.encode(cp.AgentStartedSpeaking(total_latency=0.25, tts_latency=0.1, ttt_latency=0.15))
-        pcm = synth.speak(text, self.output_rate)
+        pcm = run.pcm if run.pcm is not None else synth.speak(text, self.output_rate)
         pieces = synth.chunks(pcm, self.output_rate, CHUNK_MS)
         for i, piece in enumerate(pieces):
             yield i * CHUNK_MS / 1000, piece

@@ -272,6 +272,10 @@ class ResponseRun:
     item: dict[str, Any] | None = None
     output: list[dict[str, Any]] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
+    #: (text, rate) of the reply's audio: the shell renders it (:mod:`proxy.sim.speech`) into :attr:`pcm` before
+    #: streaming; left None, the events use the tones of :func:`proxy.sim.synth.speak`.
+    speech: tuple[str, int] | None = None
+    pcm: bytes | None = None
 
 
 class RealtimeSimulator:
@@ -714,6 +718,8 @@ class RealtimeSimulator:
             run.events = self._function_call_events(run, what, self._last_user_text())
         else:
             run.events = self._message_events(run, what, audio="audio" in modalities)
+            if "audio" in modalities:
+                run.speech = (what, RATE)
         self.active = run
         self.new_runs.append(run)
         return run
@@ -801,7 +807,7 @@ class RealtimeSimulator:
         audio_ms = 0.0
         if audio:
             yield 0.0, self.event("response.content_part.added", **ids, part={"type": "audio", "transcript": ""})
-            pcm = synth.speak(text, RATE)
+            pcm = run.pcm if run.pcm is not None else synth.speak(text, RATE)
             audio_ms = synth.duration_ms(len(pcm), RATE)
             pieces = synth.chunks(pcm, RATE, CHUNK_MS)
             sent = 0

@@ -32,7 +32,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ..core import Close
 from ..protocol import component as cp
-from . import pacing
+from . import pacing, speech
 from .agent import AgentSimulator, TurnRun
 from .faults import FaultScript, FaultScriptError, parse_faults
 from .listen import ListenOptionError, ListenSimulator
@@ -180,6 +180,8 @@ class _Link:
     # -- paced streaming of one response ---------------------------------------------------------------------
 
     async def stream(self, run: ResponseRun | TurnRun) -> None:
+        if run.speech is not None and run.pcm is None:
+            run.pcm = await speech.render(*run.speech)  # off the event loop; the reply starts once it is spoken
         due = self.options.reply_pacing.due
         start = trio.current_time()
         for offset, frame in run.events:

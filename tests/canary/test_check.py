@@ -57,6 +57,15 @@ def test_a_reply_in_either_documented_order_passes_with_latencies_from_the_injec
     assert check.done[Step.AGENT_AUDIO_DONE].latency_s == pytest.approx(1.0 + reply.index(AUDIO_DONE))
 
 
+def test_a_binary_audio_frame_that_starts_with_a_brace_is_audio() -> None:
+    check = ready_check()
+    frame = b"{\x00" + AUDIO  # a first sample of 123: its low byte is "{"
+    done = check.received(frame, 1.0)
+    assert done is not None
+    assert done.step is Step.AGENT_AUDIO
+    assert done.detail == f"first frame {len(frame)} bytes"
+
+
 def test_messages_the_contract_does_not_name_and_a_greeting_are_allowed() -> None:
     check = CanaryCheck()
     check.connected(0.0, 0.0)

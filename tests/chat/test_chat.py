@@ -20,7 +20,16 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from proxy.chat import ChatOptions, chat, main, parse_target, read_wav_16k, stream_audio, transcription_resource
+from proxy.chat import (
+    AgentListener,
+    ChatOptions,
+    chat,
+    main,
+    parse_target,
+    read_wav_16k,
+    stream_audio,
+    transcription_resource,
+)
 from proxy.config import Config, Limits, Upstream, UpstreamSource
 from proxy.server import ProxyServer
 from proxy.sim.server import SimOptions, serve_simulators
@@ -387,3 +396,13 @@ def test_the_transcription_url_gets_the_audio_format_unless_it_names_one() -> No
     assert target.resource == "/deepgram-proxy?service=transcription&encoding=linear16&sample_rate=16000"
     given = parse_target("ws://h:1/deepgram-proxy?service=transcription&encoding=linear16&sample_rate=16000")
     assert transcription_resource(given) == given
+
+
+def test_a_binary_audio_frame_that_starts_with_a_brace_is_kept_as_speech() -> None:
+    speech = bytearray()
+    listener = AgentListener(io.StringIO(), speech)
+    frame = b"{\x00" + b"\x01\x02" * 100  # a first sample of 123: its low byte is "{"
+    listener.on_message(frame)
+    listener.on_message(b'{"type":"SettingsApplied"}')  # JSON in a binary frame is still a message
+    assert bytes(speech) == frame
+    assert listener.applied.is_set()
