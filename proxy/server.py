@@ -95,11 +95,16 @@ def default_routes() -> dict[str, tuple[str, Route]]:
     def listen_alias(config: Config, request: RouteRequest) -> RouteDecision | Reject:
         return deepgram_route(config, request, service="transcription")
 
+    # Deepgram SDKs append /v1/agent/converse or /v1/listen to their base URL, so a base URL of
+    # ws://HOST:PORT, ws://HOST:PORT/deepgram-proxy or ws://HOST:PORT/openai reaches the matching route.
     return {
         "/openai": ("openai", openai_route),
+        "/openai/v1/agent/converse": ("openai", openai_route),
         "/deepgram-proxy": ("deepgram", lambda c, r: deepgram_route(c, r, service=None)),
         "/v1/agent/converse": ("deepgram", agent_alias),
         "/v1/listen": ("deepgram", listen_alias),
+        "/deepgram-proxy/v1/agent/converse": ("deepgram", agent_alias),
+        "/deepgram-proxy/v1/listen": ("deepgram", listen_alias),
     }
 
 
