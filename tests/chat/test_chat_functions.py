@@ -37,12 +37,20 @@ def test_the_settings_declare_the_built_in() -> None:
         assert settings_message(url)["agent"]["think"]["functions"] == chat_functions.DECLARED
 
 
-async def test_an_unreachable_endpoint_answers_the_agent_with_an_error() -> None:
-    async def refused() -> trio.abc.Stream:
-        raise OSError("refused")
+async def test_an_endpoint_that_is_off_answers_the_agent_with_an_error() -> None:
+    async with proxy_before_simulators(function_call=False) as port:
+        out, err = io.StringIO(), io.StringIO()
+        with trio.fail_after(30):
+            status = await chat(
+                ChatOptions(url=f"ws://127.0.0.1:{port}/openai", text="Please get current time.", text_only=True),
+                out,
+                err,
+            )
+    assert status == 0, err.getvalue()
+    assert out.getvalue().splitlines()[-1] == "The function returned: Error: the function endpoint answered HTTP 404"
 
-    with pytest.raises(OSError):
-        await chat_functions.post_call(refused, "h", {"id": "1", "name": "x", "arguments": "{}"})
+
+def test_the_response_message_is_the_components() -> None:
     assert json.loads(chat_functions.response_message({"id": "1", "name": "x"}, "Error: e")) == {
         "type": "FunctionCallResponse",
         "id": "1",

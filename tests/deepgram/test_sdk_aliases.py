@@ -24,7 +24,7 @@ SDK_KEY = "sdk-own-key-0123456789"
 
 
 @asynccontextmanager
-async def proxy_before_simulators() -> AsyncIterator[int]:
+async def proxy_before_simulators(**overrides: Any) -> AsyncIterator[int]:
     """A proxy whose three upstreams are the simulators, each demanding the server's key; yields the proxy's port."""
     async with trio.open_nursery() as nursery:
         options = SimOptions(speed=0, deepgram_key=FAKE_KEY, openai_key=OPENAI_KEY)
@@ -35,6 +35,7 @@ async def proxy_before_simulators() -> AsyncIterator[int]:
             deepgram_agent=Upstream(f"{base}/v1/agent/converse", FAKE_KEY, UpstreamSource.URL),
             deepgram_listen=Upstream(f"{base}/v1/listen", FAKE_KEY, UpstreamSource.URL),
             openai=Upstream(f"{base}/v1/realtime?model=gpt-4o-realtime-preview", OPENAI_KEY, UpstreamSource.URL),
+            **overrides,
         )
         async with running_proxy(config) as (_, port):
             yield port

@@ -222,3 +222,20 @@ def test_the_environment_and_flags_configure_it() -> None:
     assert from_env({}).function_call is True
     with pytest.raises(ConfigError):
         from_env({"PROXY_FUNCTION_CALL": "maybe"})
+
+
+def test_entry_points_register_handlers_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    points = [
+        EntryPoint("shout", f"{HANDLERS}:async_echo", functions.ENTRY_POINT_GROUP),
+        EntryPoint("echo", f"{HANDLERS}:refuse", functions.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(functions, "entry_points", lambda group: points if group == functions.ENTRY_POINT_GROUP else [])
+    handlers = functions.registry((f"{HANDLERS}:echo",))
+    assert handlers["shout"].__name__ == "async_echo"
+    assert handlers["echo"].__name__ == "echo"  # --function is registered after the entry points
+    assert handlers["get_current_time"] is functions.get_current_time
+    points.append(EntryPoint("gone", "no.such.module:x", functions.ENTRY_POINT_GROUP))
+    with pytest.raises(ConfigError, match="'gone' does not load"):
+        functions.registry()
