@@ -26,6 +26,8 @@ log = logging.getLogger("proxy.functions")
 #: Sync handlers running at once; more calls wait for a thread.
 MAX_THREADS = 8
 _READ_BYTES = 16 * 1024
+_LINGER_S = 1.0
+_LINGER_BYTES = 4 * functions.MAX_BODY_BYTES
 
 
 class FunctionEndpoint:
@@ -61,6 +63,7 @@ class FunctionEndpoint:
         refused = functions.check_head(request.method, headers.get(b"content-type"), length)
         if refused is not None or length is None:
             await self._answer(stream, refused or Answer.error(411, "Content-Length is required"), cors, deadline)
+            await _linger(stream, deadline)
             return
         body = await _read_body(stream, head.buffered, length, deadline)
         if body is None:
@@ -107,6 +110,17 @@ async def _read_body(stream: trio.abc.ReceiveStream, buffered: bytes, length: in
             body += data[: length - len(body)]
         return bytes(body)
     return None
+
+
+async def _linger(stream: trio.abc.Stream, deadline: float) -> None:
+    """After refusing an unread body: half-close and drop what the client still sends (bounded), so closing with
+    unread bytes does not reset the connection before the client has read the answer."""
+    with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
+            await stream.send_eof()
+        dropped = 0
+        while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
+            dropped += len(data)
 
 
 async def _send(stream: trio.abc.SendStream, data: bytes, deadline: float) -> None:

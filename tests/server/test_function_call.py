@@ -239,3 +239,10 @@ def test_entry_points_register_handlers_and_flags_win(monkeypatch: pytest.Monkey
     points.append(EntryPoint("gone", "no.such.module:x", functions.ENTRY_POINT_GROUP))
     with pytest.raises(ConfigError, match="'gone' does not load"):
         functions.registry()
+
+
+async def test_an_oversized_body_that_is_sent_still_gets_its_413() -> None:
+    body = call("echo", {"text": "x" * (2 * functions.MAX_BODY_BYTES)})
+    async with server() as port:
+        status, _, answer = await request(port, body)
+    assert (status, json.loads(answer)) == (413, {"error": f"Body larger than {functions.MAX_BODY_BYTES} bytes"})
