@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any, Final, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import h11
 import numpy as np
 import trio
 from trio_websocket import (
@@ -40,6 +41,8 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+
+from . import chat_functions
 
 MIC_RATE: Final = 16_000
 AGENT_RATE: Final = 24_000
@@ -142,6 +145,7 @@ def settings_message(url: str, *, prompt: str = DEFAULT_PROMPT, listen: bool = F
         }
         if listen:
             agent["listen"] = {"provider": {"type": "deepgram", "model": "nova-3"}}
+    agent["think"]["functions"] = chat_functions.DECLARED
     return {"type": "Settings", "audio": audio, "agent": agent}
 
 
@@ -426,11 +430,15 @@ class Turn:
 class AgentListener:
     """Reads the agent's messages: prints replies, keeps the speech, and marks the current turn's progress."""
 
-    def __init__(self, out: TextIO, speech: bytearray) -> None:
+    def __init__(
+        self, out: TextIO, speech: bytearray, call: Callable[[dict[str, Any]], Awaitable[str]] | None = None
+    ) -> None:
         self.out = out
         self.speech = speech
         self.applied = trio.Event()
         self.turn = Turn()
+        #: Answers one client-side function call (through the proxy's POST /function-call); None: not answered.
+        self.call = call
 
     def new_turn(self) -> Turn:
         self.turn = Turn()
@@ -438,7 +446,14 @@ class AgentListener:
 
     async def run(self, ws: WebSocketConnection) -> None:
         while True:
-            self.on_message(await ws.get_message())
+            message = await ws.get_message()
+            self.on_message(message)
+            if self.call is not None and isinstance(message, str) and '"FunctionCallRequest"' in message:
+                event = json.loads(message)
+                for call in chat_functions.client_side_calls(event):
+                    print(f"(calling {call.get('name')})", file=self.out, flush=True)
+                    content = await self.call(call)
+                    await ws.send_message(chat_functions.response_message(call, content))
 
     def on_message(self, message: str | bytes) -> None:
         # Deepgram sometimes sends JSON in binary frames; the component sniffs them too.
@@ -480,7 +495,20 @@ async def _wait_reply(turn: Turn, seconds: float) -> None:
 async def _agent(
     ws: WebSocketConnection, options: ChatOptions, mic: bytes, out: TextIO, speech: bytearray, lines: LineSource | None
 ) -> None:
-    listener = AgentListener(out, speech)
+    target = parse_target(options.url)
+    host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+
+    async def call(function: dict[str, Any]) -> str:
+        with trio.move_on_after(options.timeout):
+            try:
+                return await chat_functions.post_call(
+                    partial(_open_stream, target, options), host, function, token=options.token, origin=options.origin
+                )
+            except (OSError, trio.BrokenResourceError, h11.ProtocolError):
+                return "Error: the function endpoint could not be reached"
+        return "Error: the function endpoint did not answer in time"
+
+    listener = AgentListener(out, speech, call)
     await ws.send_message(json.dumps(settings_message(options.url, prompt=options.prompt, listen=bool(mic))))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(listener.run, ws)

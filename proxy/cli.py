@@ -152,6 +152,20 @@ def _parser() -> argparse.ArgumentParser:
         help="browser Origin allowed to connect; repeatable (env PROXY_ALLOWED_ORIGINS, comma-separated; default any)",
     )
     clients.add_argument(
+        "--no-function-call",
+        dest="function_call",
+        action="store_false",
+        default=None,
+        help="do not serve POST /function-call (env PROXY_FUNCTION_CALL=0)",
+    )
+    clients.add_argument(
+        "--function",
+        action="append",
+        metavar="MODULE:CALLABLE",
+        help="a handler for POST /function-call, named after the callable; repeatable"
+        " (env PROXY_FUNCTIONS, comma-separated)",
+    )
+    clients.add_argument(
         "--trusted-proxies",
         metavar="CIDRS",
         help="comma-separated CIDRs whose X-Forwarded-For is believed (env PROXY_TRUSTED_PROXIES; default none)",
@@ -243,6 +257,8 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
         "deepgram_auth": _text(args, "--deepgram-auth", config_module.deepgram_auth),
         "resampler": _text(args, "--resampler", config_module.resampler_kind),
         "allowed_origins": tuple(args.allowed_origin) if args.allowed_origin else None,
+        "function_call": args.function_call,
+        "functions": tuple(args.function) if args.function else None,
         "client_tokens_file": args.client_tokens_file,
         "jwt_secrets_file": args.jwt_secrets_file,
         "jwt_public_key_file": args.jwt_public_key_file,
@@ -265,6 +281,10 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str] | None = None)
             limits[name] = value
     config = config_module.from_env(env, limits=limits, **overrides)
     tls.check(config)  # the certificate and key load, or start-up stops here
+    if config.function_call:
+        from .functions import registry
+
+        registry(config.functions)  # every handler imports, or start-up stops here
     return config
 
 

@@ -108,6 +108,8 @@ class Limits:
     drain_timeout_s: float = 20.0
     #: After the drain: how long sessions get to finish their 1001 close before they are cancelled.
     shutdown_grace_s: float = 5.0
+    #: One ``POST /function-call`` handler's run; then the caller gets 504 and the handler is abandoned.
+    function_call_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,9 @@ class Config:
     resampler: ResamplerKind = DEFAULT_RESAMPLER
     deepgram_auth: str = "header"  # "header": Authorization: Token <key>; "subprotocol": ["token", key]
     deepgram_listen_params: tuple[str, ...] = DEFAULT_LISTEN_PARAMS
+    #: ``POST /function-call`` is served (proxy/functions.py); ``functions``: extra handlers, ``module:callable``.
+    function_call: bool = True
+    functions: tuple[str, ...] = ()
     #: Browser origins allowed to open WebSockets (empty: any). Checked on the upgrade request.
     allowed_origins: tuple[str, ...] = ()
     #: Static client tokens (``?token=`` or the ``token`` subprotocol pair; see proxy/auth.py). Secrets: never logged.
@@ -480,6 +485,7 @@ LIMIT_SETTINGS: dict[str, tuple[str, str, Callable[[str, str], float]]] = {
     "close_timeout_s": ("--close-timeout", "PROXY_CLOSE_TIMEOUT_S", positive_seconds),
     "ping_interval_s": ("--ping-interval", "PROXY_PING_INTERVAL_S", seconds),  # 0: no pings
     "ping_timeout_s": ("--ping-timeout", "PROXY_PING_TIMEOUT_S", positive_seconds),
+    "function_call_timeout_s": ("--function-call-timeout", "PROXY_FUNCTION_CALL_TIMEOUT_S", positive_seconds),
 }
 
 
@@ -513,6 +519,8 @@ def from_env(
         # On unless turned off: unset means on here, unlike the other switches.
         "demo": env.get("PROXY_DEMO") is None or switch(env["PROXY_DEMO"], "PROXY_DEMO"),
         "allowed_origins": _list(env.get("PROXY_ALLOWED_ORIGINS")),
+        "function_call": switch(env.get("PROXY_FUNCTION_CALL") or "1", "PROXY_FUNCTION_CALL"),
+        "functions": _list(env.get("PROXY_FUNCTIONS")),
         "trusted_proxies": networks(env.get("PROXY_TRUSTED_PROXIES", ""), "PROXY_TRUSTED_PROXIES"),
         "workers": workers(env.get("PROXY_WORKERS") or "1", "PROXY_WORKERS"),
         # The reference's names are aliases.

@@ -59,6 +59,8 @@ _SETTINGS: tuple[tuple[str, str | None, tuple[str, ...], Callable[[Config], str]
     ("deepgram_api_key", None, ("DEEPGRAM_API_KEY",), lambda c: _key(c.deepgram_agent)),
     ("deepgram_auth", "--deepgram-auth", ("DEEPGRAM_AUTH",), lambda c: c.deepgram_auth),
     ("allowed_origins", "--allowed-origin", ("PROXY_ALLOWED_ORIGINS",), lambda c: ",".join(c.allowed_origins) or "any"),
+    ("function_call", "--no-function-call", ("PROXY_FUNCTION_CALL",), lambda c: "on" if c.function_call else "off"),
+    ("functions", "--function", ("PROXY_FUNCTIONS",), lambda c: ",".join(c.functions) or "none"),
     (
         "trusted_proxies",
         "--trusted-proxies",

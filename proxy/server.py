@@ -35,11 +35,12 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from . import demo, logs, redact
+from . import demo, functions, logs, redact
 from .admission import PENDING_EVICTED, Admission, Ticket
 from .auth import Admitted, ClientGate, ClientRequest, Refused
 from .config import Config
 from .core import GOING_AWAY, Close
+from .function_endpoint import FunctionEndpoint
 from .http import TEXT, BadHead, HeadReader, RequestHead, encode_answer
 from .metrics import CONTENT_TYPE, Metrics
 from .ratelimit import LogThrottle
@@ -95,11 +96,16 @@ def default_routes() -> dict[str, tuple[str, Route]]:
     def listen_alias(config: Config, request: RouteRequest) -> RouteDecision | Reject:
         return deepgram_route(config, request, service="transcription")
 
+    # Deepgram SDKs append /v1/agent/converse or /v1/listen to their base URL, so a base URL of
+    # ws://HOST:PORT, ws://HOST:PORT/deepgram-proxy or ws://HOST:PORT/openai reaches the matching route.
     return {
         "/openai": ("openai", openai_route),
+        "/openai/v1/agent/converse": ("openai", openai_route),
         "/deepgram-proxy": ("deepgram", lambda c, r: deepgram_route(c, r, service=None)),
         "/v1/agent/converse": ("deepgram", agent_alias),
         "/v1/listen": ("deepgram", listen_alias),
+        "/deepgram-proxy/v1/agent/converse": ("deepgram", agent_alias),
+        "/deepgram-proxy/v1/listen": ("deepgram", listen_alias),
     }
 
 
@@ -114,6 +120,14 @@ class ProxyServer:
         self.metrics = metrics if metrics is not None else Metrics()
         self.admission = Admission(config.limits, config.trusted_proxies)
         self._gate = ClientGate.from_config(config)
+        self.function_endpoint: FunctionEndpoint | None = None
+        if config.function_call:
+            self.function_endpoint = FunctionEndpoint(
+                functions.registry(config.functions),
+                self._gate,
+                config.allowed_origins,
+                config.limits.function_call_timeout_s,
+            )
         #: None without TLS; else it wraps every accepted stream (and reloads on SIGHUP).
         self.tls = ServerTLS.from_config(config)
         self._ids = itertools.count(1)
@@ -351,6 +365,9 @@ class ProxyServer:
         path, _, query = target.partition("?")
         headers = {name.lower(): value for name, value in request.headers}
         upgrade = headers.get(b"upgrade", b"").lower() == b"websocket"
+        if not upgrade and path == functions.PATH and self.function_endpoint is not None:
+            await self.function_endpoint.serve(stream, head, query, deadline)
+            return
         if not upgrade:
             await self._answer_http(stream, request.method, path, deadline, headers.get(b"if-none-match"))
             return

@@ -152,6 +152,8 @@ async def test_the_first_service_value_selects_the_upstream(query: str, path: st
     [
         ("/v1/agent/converse?service=transcription", "/v1/agent/converse"),
         ("/v1/listen?service=agent&model=nova-3", "/v1/listen"),
+        ("/deepgram-proxy/v1/agent/converse?service=transcription", "/v1/agent/converse"),
+        ("/deepgram-proxy/v1/listen?service=agent&model=nova-3", "/v1/listen"),
     ],
 )
 async def test_path_aliases_fix_the_service(path: str, upstream_path: str) -> None:
@@ -191,7 +193,17 @@ async def test_callback_parameters_are_refused_with_400(query: str) -> None:
         assert up.tcp_connections == 0
 
 
-@pytest.mark.parametrize("path", ["/deepgram-proxy/transcription", "/deepgram-proxy/", "/deepgram", "/v1/agent"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/deepgram-proxy/transcription",
+        "/deepgram-proxy/",
+        "/deepgram",
+        "/v1/agent",
+        "/deepgram-proxy/v1/agent",
+        "/openai/v1/listen",
+    ],
+)
 async def test_unknown_paths_are_refused_with_404(path: str) -> None:
     async with scripted_upstream() as up, running_proxy(proxy_config(up)) as (_, port):
         refused = await refusal(port, f"{path}?service=agent")
