@@ -20,6 +20,7 @@ from . import functions
 from .auth import ClientGate, ClientRequest, Refused
 from .functions import Answer, Handler
 from .http import RequestHead, encode_answer
+from .transport import linger
 
 log = logging.getLogger("proxy.functions")
 
@@ -115,12 +116,7 @@ async def _read_body(stream: trio.abc.ReceiveStream, buffered: bytes, length: in
 async def _linger(stream: trio.abc.Stream, deadline: float) -> None:
     """After refusing an unread body: half-close and drop what the client still sends (bounded), so closing with
     unread bytes does not reset the connection before the client has read the answer."""
-    with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
-        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
-            await stream.send_eof()
-        dropped = 0
-        while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
-            dropped += len(data)
+    await linger(stream, min(deadline, trio.current_time() + _LINGER_S), _LINGER_BYTES, _READ_BYTES)
 
 
 async def _send(stream: trio.abc.SendStream, data: bytes, deadline: float) -> None:

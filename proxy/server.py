@@ -47,7 +47,7 @@ from .ratelimit import LogThrottle
 from .routes import Reject, Route, RouteDecision, RouteRequest, openai_route
 from .session import Session, SessionStats
 from .tls import ServerTLS, accept_tls
-from .transport import SocketTransport
+from .transport import SocketTransport, linger
 from .ws import Refusal, Upgrade, WebSocket, accept_response, parse_upgrade
 
 __all__ = ["Metrics", "ProxyServer", "default_routes", "receive_request_head"]
@@ -653,9 +653,4 @@ async def _answer_and_close(stream: trio.abc.Stream, status: int, deadline: floa
     """Answer a head that cannot be served, then half-close and drop what the peer still sends (bounded)."""
     if not await _send(stream, encode_answer(status, http.HTTPStatus(status).phrase.encode(), TEXT), deadline):
         return
-    with trio.move_on_at(min(deadline, trio.current_time() + _LINGER_S)):
-        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
-            await stream.send_eof()
-        dropped = 0
-        while dropped < _LINGER_BYTES and (data := await stream.receive_some(_READ_BYTES)):
-            dropped += len(data)
+    await linger(stream, min(deadline, trio.current_time() + _LINGER_S), _LINGER_BYTES, _READ_BYTES)

@@ -127,3 +127,15 @@ class SocketTransport(trio.abc.HalfCloseableStream):
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this stream was closed")
+
+
+async def linger(stream: trio.abc.Stream, until: float, max_bytes: int, read_bytes: int = 16 * 1024) -> None:
+    """After answering a request whose body was not read: half-close, then drop what the peer still sends (at most
+    ``max_bytes``, until ``until``). Closing with unread bytes would reset the connection, and the peer could lose
+    the answer before reading it."""
+    with trio.move_on_at(until):
+        if isinstance(stream, trio.abc.HalfCloseableStream):  # TLS has no half-close
+            await stream.send_eof()
+        dropped = 0
+        while dropped < max_bytes and (data := await stream.receive_some(read_bytes)):
+            dropped += len(data)

@@ -6,28 +6,16 @@ import re
 from pathlib import Path
 
 import pytest
-import trio
 
 from proxy import demo
 from proxy.cli import _parser, build_config
 from proxy.config import Config, ConfigError, Limits, from_env
-from tests.server.test_server import proxy
+from tests.server.test_server import http_get, proxy
 
 STATIC = Path(demo.__file__).parent / "static"
 
 
-async def request(port: int, path: str, method: str = "GET", extra: str = "") -> tuple[int, dict[str, str], bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode())
-        data = b""
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some():
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+request = http_get
 
 
 def config(**values: object) -> Config:

@@ -20,10 +20,12 @@ from proxy.session import UpstreamTarget
 from tests.wsmem import RelayCore
 
 
-async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+async def http_get(port: int, path: str, method: str = "GET", extra: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request on a new connection (``extra``: more header lines, each ending in CRLF); status, headers
+    (names in lower case) and body."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode())
         data = b""
         with trio.fail_after(5):
             while chunk := await stream.receive_some():
