@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -38,8 +38,12 @@ class FunctionEndpoint:
         gate: ClientGate,
         allowed_origins: tuple[str, ...],
         timeout_s: float,
+        warn: Callable[..., None],
     ) -> None:
+        """``warn(kind, message, *args)`` logs a peer's fault, paced per kind (the listener's pacer): a client
+        guessing tokens must not flood the log."""
         self.handlers = handlers
+        self._warn = warn
         self._gate = gate
         self._origins = allowed_origins
         self._timeout_s = timeout_s
@@ -56,7 +60,7 @@ class FunctionEndpoint:
         cors = functions.cors_headers(origin, self._origins)
         verdict = self._gate.check(ClientRequest(tuple(request.headers), query, "function-call"), now=time.time())
         if isinstance(verdict, Refused):
-            log.warning("function call refused: %s", verdict.reason)
+            self._warn("function_call_refused", "function call refused: %s", verdict.reason)
             await self._answer(stream, Answer.error(verdict.status, verdict.message), cors, deadline)
             return
         length_text = headers.get(b"content-length")

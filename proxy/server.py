@@ -127,6 +127,7 @@ class ProxyServer:
                 self._gate,
                 config.allowed_origins,
                 config.limits.function_call_timeout_s,
+                self._warn,
             )
         #: None without TLS; else it wraps every accepted stream (and reloads on SIGHUP).
         self.tls = ServerTLS.from_config(config)

@@ -187,6 +187,20 @@ async def test_client_tokens_apply_as_for_upgrades() -> None:
     assert (right[0], json.loads(right[2])) == (200, {"content": "x"})
 
 
+async def test_refused_calls_are_logged_paced_not_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    # A client guessing tokens is a peer's fault that repeats per request: one WARNING per interval, not per call.
+    caplog.set_level(logging.INFO)
+    async with server(client_tokens=("client-token-0123456789abcdef",)) as port:
+        for attempt in range(20):
+            path = f"/function-call?token=guess-{attempt}"
+            status, _, _ = await request(port, call("echo", {"text": "x"}), path=path)
+            assert status == 401
+    refusals = [r for r in caplog.records if "function call refused" in r.getMessage()]
+    assert len(refusals) == 1
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in refusals)
+    assert "guess-" not in caplog.text
+
+
 async def test_the_endpoint_can_be_switched_off() -> None:
     async with server(function_call=False) as port:
         status, _, _ = await request(port, call("get_current_time"))
